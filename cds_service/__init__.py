@@ -1,0 +1,54 @@
+"""CDS Hooks 2.0 service that flags orders a payer medical policy considers investigational."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+from flask_cors import CORS
+
+from cds_service.config import Settings
+from cds_service.engine import Engine
+from cds_service.errors import register_error_handlers
+
+__all__ = ["Settings", "create_app"]
+
+ENGINE_KEY = "cds_engine"
+SETTINGS_KEY = "cds_settings"
+
+
+def create_app(test_config: Settings | Mapping[str, Any] | None = None) -> Flask:
+    """Application factory: ``flask --app cds_service run``, tests and gunicorn all use it.
+
+    Policies and card templates are loaded and checked here, so a broken file fails start-up
+    (raising :class:`cds_service.policy.PolicyError`) rather than a request.
+    """
+    settings = test_config if isinstance(test_config, Settings) else Settings.from_env(**dict(test_config or {}))
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.compact = True  # type: ignore[attr-defined]
+    app.extensions[SETTINGS_KEY] = settings
+    app.extensions[ENGINE_KEY] = Engine.load(settings.policies_dir, settings.cards_dir, settings.payer_name)
+
+    # Browsers never let "*" cover Authorization in Access-Control-Allow-Headers, so the headers
+    # are named; preflights are answered without authentication (they carry no credentials).
+    CORS(
+        app,
+        resources={r"/cds-services*": {}, r"/evidence/*": {}},
+        origins=list(settings.cors_origins),
+        methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
+        max_age=86400,
+    )
+
+    from cds_service import api, evidence  # noqa: PLC0415 - blueprints import the app's helpers
+
+    app.register_blueprint(api.bp)
+    app.register_blueprint(evidence.bp)
+    register_error_handlers(app)
+    return app

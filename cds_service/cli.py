@@ -1,0 +1,105 @@
+"""``cds-service``: the command line. ``serve`` runs the service under gunicorn."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+from pydantic import ValidationError
+
+from cds_service import create_app
+from cds_service.config import Settings
+from cds_service.policy import PolicyError, describe_validation_error
+
+EXIT_USAGE = 2
+
+
+class _Gunicorn(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
+    """gunicorn with its options set in code, serving an app that is already loaded."""
+
+    def __init__(self, app: Flask, options: dict[str, Any]) -> None:
+        self._app = app
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+        # gunicorn 27 opens a control socket at one fixed path per user; two instances on one
+        # host would fight over it, and this service needs none.
+        if "control_socket_disable" in self.cfg.settings:
+            self.cfg.set("control_socket_disable", True)
+
+    def load(self) -> Flask:
+        return self._app
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(
+        base_url=args.base_url,
+        policies_dir=args.policies,
+        cards_dir=args.cards,
+        payer_name=args.payer_name,
+    )
+    app = create_app(settings)  # policies are checked here, before any worker starts
+    policies = app.extensions["cds_engine"].policies
+    print(f"cds-service: loaded policies {', '.join(p.id for p in policies)}", file=sys.stderr)
+    print(f"cds-service: discovery at http://{args.host}:{args.port}/cds-services", file=sys.stderr)
+    _Gunicorn(
+        app,
+        {
+            "bind": f"{args.host}:{args.port}",
+            "workers": args.workers,
+            "worker_class": "sync",
+            # An EHR waits on us; a request still running after this is stuck, not slow.
+            "timeout": 30,
+            "graceful_timeout": 20,
+            "keepalive": 5,
+            "accesslog": None,
+            "errorlog": "-",
+            "loglevel": settings.log_level.lower(),
+            "limit_request_line": 8190,
+            "limit_request_fields": 100,
+        },
+    ).run()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cds-service",
+        description="CDS Hooks 2.0 service for payer medical policies (e.g. SURG.00126, IRE).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve", help="run the service with gunicorn", description="Run the CDS Hooks service with gunicorn."
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port to bind (default: 8080)")
+    serve.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default: 2)")
+    serve.add_argument("--base-url", help="public base URL for card links, e.g. https://cds.example.org")
+    serve.add_argument("--policies", help="policy directory (default: the bundled policies/)")
+    serve.add_argument("--cards", help="card template directory (default: the bundled cards/)")
+    serve.add_argument("--payer-name", help="health plan name shown as the card source")
+    serve.set_defaults(handler=_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except PolicyError as exc:
+        print(f"cds-service: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValidationError as exc:
+        print(f"cds-service: invalid configuration: {describe_validation_error(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Service configuration: one typed place, filled from defaults, environment and the command line.
+
+Every setting has an embedded default so a fresh machine runs the service with nothing else.
+Environment variables use the ``CDS_`` prefix (``CDS_BASE_URL``, ``CDS_PAYER_NAME``, ...).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def data_dir(name: str) -> Path:
+    """``policies`` or ``cards``: the copy inside an installed wheel, else the checkout's folder."""
+    packaged = _PACKAGE / "_data" / name
+    return packaged if packaged.is_dir() else _PACKAGE.parent / name
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    policies_dir: Path = Field(default_factory=lambda: data_dir("policies"))
+    cards_dir: Path = Field(default_factory=lambda: data_dir("cards"))
+    # Absolute base for card links and the evidence page (e.g. https://cds.example.org). Without
+    # it, links are built from the Host of each request.
+    base_url: str | None = None
+    # The health plan's name as clinicians know it; CRD resp-4 wants it as the card's source label.
+    payer_name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] = "Health plan"
+    # Browser clients (the CDS Hooks sandbox) need CORS; "*" admits any origin.
+    cors_origins: tuple[str, ...] = ("*",)
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("base_url")
+    @classmethod
+    def _absolute_base(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("base_url must be an absolute http(s) URL")
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``CDS_*`` variables, then explicit overrides (command-line options)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            env_value = environ.get(f"CDS_{name.upper()}")
+            if env_value is not None and env_value != "":
+                values[name] = env_value
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(values)

@@ -1,0 +1,122 @@
+"""The hook pipeline, free of Flask so the CLI, tests and benchmarks share it.
+
+validate envelope (hookrequest) -> extract the ServiceRequests -> select what the service's hook
+asks for -> FHIR-validate them (log only) -> match policies -> merge per policy -> build cards.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fhir.resources.R4B.servicerequest import ServiceRequest
+from pydantic import ValidationError
+
+from cds_service.cards import CardBuilder
+from cds_service.hookrequest import HookRequest
+from cds_service.matching import Matcher, OrderMatch
+from cds_service.policy import Policy, load_policies
+from cds_service.services import OrderScope, ServiceDefinition
+
+log = logging.getLogger(__name__)
+
+EXAMINED_TYPES = frozenset({"ServiceRequest"})
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """A finished hook call: the response body and what led to it (for logs and the audit trail)."""
+
+    response: dict[str, Any]
+    matches: tuple[OrderMatch, ...]
+    examined: int
+
+
+def _reference_key(reference: str) -> str:
+    """``ServiceRequest/1``, also from an absolute or versioned reference."""
+    parts = reference.strip().split("/_history/")[0].rstrip("/").split("/")
+    return "/".join(parts[-2:])
+
+
+def _draft_resources(request: HookRequest) -> Iterator[dict[str, Any]]:
+    for entry in request.context.draftOrders.entry:
+        if entry.resource is not None:
+            yield entry.resource
+
+
+def select_orders(service: ServiceDefinition, request: HookRequest) -> list[dict[str, Any]]:
+    """The resources the service evaluates, by the service's own hook, not the request's."""
+    examined = [r for r in _draft_resources(request) if r.get("resourceType") in EXAMINED_TYPES]
+    if service.scope is OrderScope.ALL_DRAFT_ORDERS:
+        return examined
+    wanted = {_reference_key(s) for s in request.require_selections()}
+    chosen = [r for r in examined if f"{r.get('resourceType')}/{r.get('id')}" in wanted]
+    if len(chosen) < len(wanted):
+        present = {f"{r.get('resourceType')}/{r.get('id')}" for r in _draft_resources(request)}
+        missing = sorted(wanted - present)
+        if missing:
+            log.info(
+                "hookInstance=%s: %d selection(s) not found in draftOrders: %s",
+                request.hookInstance,
+                len(missing),
+                ", ".join(missing),
+            )
+    return chosen
+
+
+def validate_fhir(resource: dict[str, Any], hook_instance: str) -> None:
+    """Log (never raise) when a resource is not valid FHIR R4; matching goes on regardless.
+
+    Only field paths and error types are logged: values could be patient data.
+    """
+    try:
+        ServiceRequest.model_validate(resource)
+    except ValidationError as exc:
+        problems = ", ".join(f"{'.'.join(map(str, e['loc']))} ({e['type']})" for e in exc.errors(include_url=False)[:5])
+        log.warning(
+            "hookInstance=%s: %s/%s is not valid FHIR R4 (%d problem(s)): %s; examined anyway",
+            hook_instance,
+            resource.get("resourceType"),
+            resource.get("id", "?"),
+            exc.error_count(),
+            problems,
+        )
+
+
+class Engine:
+    """Policies, matcher and card templates, loaded and checked once at start-up."""
+
+    def __init__(self, policies: Sequence[Policy], cards_dir: Path, payer: str) -> None:
+        self.policies = tuple(policies)
+        self.matcher = Matcher(self.policies)
+        self.cards = CardBuilder(cards_dir, self.policies, payer)
+
+    @classmethod
+    def load(cls, policies_dir: Path, cards_dir: Path, payer: str) -> Engine:
+        return cls(load_policies(policies_dir), cards_dir, payer)
+
+    def evaluate(self, service: ServiceDefinition, request: HookRequest, base_url: str) -> Evaluation:
+        if request.hook != service.hook:
+            # The reference sandbox stamps the current screen's hook on every call, so an
+            # order-sign service may hear "order-select". The service's own hook decides.
+            log.info(
+                "hookInstance=%s: request says hook %r, service %s answers as %s",
+                request.hookInstance,
+                request.hook,
+                service.id,
+                service.hook.value,
+            )
+        orders = select_orders(service, request)
+        matches: dict[str, list[OrderMatch]] = {}
+        for order in orders:
+            validate_fhir(order, request.hookInstance)
+            for match in self.matcher.match(order):
+                matches.setdefault(match.policy.id, []).append(match)
+        cards = [
+            self.cards.build(policy, matches[policy.id], base_url) for policy in self.policies if policy.id in matches
+        ]
+        found = tuple(m for group in matches.values() for m in group)
+        return Evaluation({"cards": cards}, found, len(orders))

@@ -1,0 +1,71 @@
+"""CDS Hooks 2.0 feedback (section "Feedback"): the request model.
+
+``{"feedback": [{card, outcome, acceptedSuggestions, overrideReason, outcomeTimestamp}]}``.
+The spec's conditional rules are enforced: ``acceptedSuggestions`` is required for ``accepted``,
+and an ``overrideReason`` must carry a reason or a comment (the 3.0 ballot's cds-fb-3 makes that
+explicit). The response body is not specified by CDS Hooks; this service answers 200 with a count.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"
+    OVERRIDDEN = "overridden"
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class AcceptedSuggestion(_Lenient):
+    id: NonEmpty
+
+
+class ReasonCoding(_Lenient):
+    # The sandbox sends {code, system} without display; display is only REQUIRED in the card.
+    code: NonEmpty
+    system: NonEmpty
+    display: str | None = None
+
+
+class OverrideReason(_Lenient):
+    reason: ReasonCoding | None = None
+    userComment: str | None = None
+
+    @model_validator(mode="after")
+    def _something_said(self) -> OverrideReason:
+        if self.reason is None and not self.userComment:
+            raise ValueError("overrideReason needs a reason or a userComment")
+        return self
+
+
+class FeedbackItem(_Lenient):
+    card: NonEmpty
+    outcome: Outcome
+    acceptedSuggestions: list[AcceptedSuggestion] | None = None
+    overrideReason: OverrideReason | None = None
+    # RFC 3339 section 5.6 date-time with an offset ("1985-04-12T23:20:50.52Z").
+    outcomeTimestamp: AwareDatetime
+
+    @model_validator(mode="after")
+    def _conditional_fields(self) -> FeedbackItem:
+        if self.outcome is Outcome.ACCEPTED and not self.acceptedSuggestions:
+            raise ValueError("acceptedSuggestions is required when outcome is 'accepted'")
+        return self
+
+    @property
+    def timestamp_utc(self) -> dt.datetime:
+        return self.outcomeTimestamp.astimezone(dt.UTC)
+
+
+class FeedbackRequest(_Lenient):
+    feedback: list[FeedbackItem] = Field(min_length=1)

@@ -1,0 +1,23 @@
+"""Small helpers the blueprints share: the app's settings and engine, and absolute URLs."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from flask import current_app, request
+
+from cds_service.config import Settings
+from cds_service.engine import Engine
+
+
+def settings() -> Settings:
+    return cast(Settings, current_app.extensions["cds_settings"])
+
+
+def engine() -> Engine:
+    return cast(Engine, current_app.extensions["cds_engine"])
+
+
+def base_url() -> str:
+    """The configured public base URL, else the one this request was addressed to."""
+    return settings().base_url or request.host_url.rstrip("/")

@@ -1,0 +1,125 @@
+"""Shared fixtures: the app, a client, request builders and the card schema."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from cds_service import create_app
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CDS_SHARED_DIR", ROOT.parent / "shared"))
+SANDBOX_FIXTURES = SHARED / "fixtures" / "cds-hooks-sandbox"
+SCHEMA = json.loads((Path(__file__).parent / "schemas" / "cds-hooks-response.schema.json").read_text())
+SELECT = "/cds-services/medical-policy-order-select"
+SIGN = "/cds-services/medical-policy-order-sign"
+CPT = "http://www.ama-assn.org/go/cpt"
+PCS = "http://www.cms.gov/Medicare/Coding/ICD10"
+
+
+@pytest.fixture
+def app() -> Iterator[Flask]:
+    app = create_app({"base_url": "https://cds.example.org"})
+    app.config["TESTING"] = True
+    yield app
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def service_request(
+    id: str = "sr-1",
+    *,
+    system: str | None = CPT,
+    code: str | None = None,
+    display: str | None = None,
+    text: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A realistic draft R4 ServiceRequest; pass ``code`` and/or ``text`` for what is ordered."""
+    resource: dict[str, Any] = {
+        "resourceType": "ServiceRequest",
+        "id": id,
+        "status": "draft",
+        "intent": "order",
+        "subject": {"reference": "Patient/pat-1"},
+        "requester": {"reference": "Practitioner/prac-1"},
+        "authoredOn": "2026-11-26",
+    }
+    concept: dict[str, Any] = {}
+    if code is not None:
+        coding: dict[str, Any] = {"code": code}
+        if system is not None:
+            coding["system"] = system
+        if display is not None:
+            coding["display"] = display
+        concept["coding"] = [coding]
+    if text is not None:
+        concept["text"] = text
+    if concept:
+        resource["code"] = concept
+    resource.update(extra)
+    return resource
+
+
+def hook_request(
+    *orders: dict[str, Any],
+    hook: str = "order-sign",
+    selections: list[str] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    context: dict[str, Any] = {
+        "userId": "Practitioner/prac-1",
+        "patientId": "pat-1",
+        "draftOrders": {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": copy.deepcopy(o)} for o in orders],
+        },
+    }
+    if selections is not None:
+        context["selections"] = selections
+    body: dict[str, Any] = {
+        "hook": hook,
+        "hookInstance": str(uuid.uuid4()),
+        "fhirServer": "https://ehr.example.org/fhir",
+        "context": context,
+    }
+    body.update(extra)
+    return body
+
+
+def assert_valid_response(body: Any) -> None:
+    """Validate against the CDS Hooks 2.0 response schema written from the spec."""
+    jsonschema.validate(body, SCHEMA, format_checker=jsonschema.FormatChecker())
+
+
+def sandbox_fixtures(kind: str | None = None) -> list[Path]:
+    paths = sorted(SANDBOX_FIXTURES.glob("*.json"))
+    paths = [p for p in paths if p.name != "sandbox-public-jwks.json"]
+    if kind:
+        paths = [p for p in paths if json.loads(p.read_text())["path"].endswith(kind)]
+    return paths
+
+
+@pytest.fixture
+def post_hook(client: FlaskClient) -> Callable[..., Any]:
+    def _post(path: str, body: Any) -> Any:
+        response = client.post(path, json=body)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert_valid_response(response.json)
+        return response.json
+
+    return _post
