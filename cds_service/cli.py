@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from flask import Flask
@@ -69,12 +69,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="cds-service",
-        description="CDS Hooks 2.0 service for payer medical policies (e.g. SURG.00126, IRE).",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def add_serve_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     serve = commands.add_parser(
         "serve", help="run the service with gunicorn", description="Run the CDS Hooks service with gunicorn."
     )
@@ -86,6 +81,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cards", help="card template directory (default: the bundled cards/)")
     serve.add_argument("--payer-name", help="health plan name shown as the card source")
     serve.set_defaults(handler=_serve)
+
+
+# Each entry adds one sub-command (with its handler) to the parser.
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (  # type: ignore[type-arg]
+    add_serve_command,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cds-service",
+        description="CDS Hooks 2.0 service for payer medical policies (e.g. SURG.00126, IRE).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in COMMANDS:
+        add_command(commands)
     return parser
 
 
