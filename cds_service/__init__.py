@@ -47,6 +47,9 @@ def create_app(test_config: Settings | Mapping[str, Any] | None = None) -> Flask
     )
 
     from cds_service import api, evidence  # noqa: PLC0415 - blueprints import the app's helpers
+    from cds_service.security import init_security  # noqa: PLC0415
+
+    init_security(app, settings)
 
     app.register_blueprint(api.bp)
     app.register_blueprint(evidence.bp)

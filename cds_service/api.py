@@ -11,27 +11,48 @@ from flask import Blueprint, Response, jsonify, request
 from cds_service.errors import BadRequest, NotFound
 from cds_service.feedback import FeedbackRequest
 from cds_service.hookrequest import parse_hook_request
+from cds_service.security import authenticated
 from cds_service.services import SERVICES, SERVICES_BY_ID, ServiceDefinition
 from cds_service.validation import parse_model
-from cds_service.web import base_url, engine
+from cds_service.web import base_url, engine, settings
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/cds-services")
 
 
+def _depth_exceeds(value: object, limit: int) -> bool:
+    """Whether JSON containers nest deeper than ``limit`` (iterative: no recursion to exhaust)."""
+    if not isinstance(value, (dict, list)):
+        return False
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))  # type: ignore[union-attr]
+    return False
+
+
 def read_json_body() -> object:
     """The decoded request body; malformed input is a 400 naming the problem, never a 500."""
     raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    limit = settings().max_json_depth
+    too_deep = f"the JSON body is nested more than {limit} levels deep"
     if not raw.strip():
         raise BadRequest("the request body is empty; expected a JSON object")
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise BadRequest(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except UnicodeDecodeError:
         raise BadRequest("the request body is not UTF-8 encoded JSON") from None
     except RecursionError:
-        raise BadRequest("the JSON body is nested too deeply") from None
+        raise BadRequest(too_deep) from None
+    # Counting brackets is a cheap upper bound on depth; walk the tree only when it could be too deep.
+    if raw.count(b"[") + raw.count(b"{") > limit and _depth_exceeds(body, limit):
+        raise BadRequest(too_deep)
+    return body
 
 
 def _service(service_id: str) -> ServiceDefinition:
@@ -47,6 +68,7 @@ def discovery() -> Response:
 
 
 @bp.post("/<service_id>")
+@authenticated
 def call_service(service_id: str) -> Response:
     service = _service(service_id)
     hook_request = parse_hook_request(read_json_body())
@@ -62,6 +84,7 @@ def call_service(service_id: str) -> Response:
 
 
 @bp.post("/<service_id>/feedback")
+@authenticated
 def feedback(service_id: str) -> Response:
     """CDS Hooks 2.0 "Feedback". The spec defines no response body; 200 with a count says it landed."""
     service = _service(service_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -12,6 +13,7 @@ from gunicorn.app.base import BaseApplication
 from pydantic import ValidationError
 
 from cds_service import create_app
+from cds_service.auth import TrustedClientsError
 from cds_service.config import Settings
 from cds_service.policy import PolicyError, describe_validation_error
 
@@ -38,13 +40,30 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]  # gunicorn ships no typ
         return self._app
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(
         base_url=args.base_url,
         policies_dir=args.policies,
         cards_dir=args.cards,
         payer_name=args.payer_name,
+        trusted_clients=args.trusted_clients,
     )
+    if settings.trusted_clients is None and not _is_loopback(args.host) and not args.allow_anonymous:
+        print(
+            f"cds-service: refusing to listen on {args.host} without client authentication: give "
+            "--trusted-clients FILE (or CDS_TRUSTED_CLIENTS), or --allow-anonymous to serve anyone.",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     app = create_app(settings)  # policies are checked here, before any worker starts
     policies = app.extensions["cds_engine"].policies
     print(f"cds-service: loaded policies {', '.join(p.id for p in policies)}", file=sys.stderr)
@@ -80,6 +99,14 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:  # type: ig
     serve.add_argument("--policies", help="policy directory (default: the bundled policies/)")
     serve.add_argument("--cards", help="card template directory (default: the bundled cards/)")
     serve.add_argument("--payer-name", help="health plan name shown as the card source")
+    serve.add_argument(
+        "--trusted-clients", help="YAML/JSON file of CDS clients whose JWTs are accepted (turns authentication on)"
+    )
+    serve.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="serve on a non-loopback address without client authentication (testing only)",
+    )
     serve.set_defaults(handler=_serve)
 
 
@@ -104,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
-    except PolicyError as exc:
+    except (PolicyError, TrustedClientsError) as exc:
         print(f"cds-service: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ValidationError as exc:

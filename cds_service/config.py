@@ -36,6 +36,22 @@ class Settings(BaseModel):
     cors_origins: tuple[str, ...] = ("*",)
     max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
     log_level: str = "INFO"
+    # JSON nesting deeper than this is refused with a 400 (FHIR resources nest well under 30).
+    max_json_depth: int = Field(default=64, ge=8)
+
+    # Client authentication (CDS Hooks 2.0 "Trusting CDS Clients"). Without a trusted-clients
+    # file the service runs open, for local development and sandboxes only.
+    trusted_clients: Path | None = None
+    # Longest exp - iat accepted. The spec sets none; clients mint 5-minute tokens in practice.
+    jwt_max_lifetime_s: float = Field(default=300.0, gt=0)
+    # Clock skew allowed on iat (and exp).
+    jwt_leeway_s: float = Field(default=30.0, ge=0, le=300)
+    jwks_timeout_s: float = Field(default=2.0, gt=0, le=10)
+    # Floor between two fetches of one JWKS URL when unknown kids arrive.
+    jwks_min_refetch_s: float = Field(default=30.0, ge=0)
+    # Reverse proxies in front of the service whose X-Forwarded-Proto/Host/Port/Prefix headers are
+    # trusted when computing the URL a JWT's aud must equal. 0: trust none.
+    trusted_proxies: int = Field(default=0, ge=0, le=5)
 
     @field_validator("base_url")
     @classmethod

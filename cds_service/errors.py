@@ -42,9 +42,24 @@ class ServiceError(Exception):
         self.message = message
         self.field = field
 
+    def headers(self) -> dict[str, str]:
+        return {}
+
 
 class BadRequest(ServiceError):
     status = 400
+
+
+class Unauthorized(ServiceError):
+    """A missing or invalid client JWT. RFC 6750 section 3: answer with a Bearer challenge."""
+
+    status = 401
+
+    def headers(self) -> dict[str, str]:
+        description = self.message.replace('"', "'")
+        return {
+            "WWW-Authenticate": f'Bearer realm="cds-services", error="invalid_token", error_description="{description}"'
+        }
 
 
 class NotFound(ServiceError):
@@ -80,7 +95,9 @@ def error_response(status: int, message: str, field: str | None = None) -> Respo
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ServiceError)
     def _service_error(error: ServiceError) -> Response:
-        return error_response(error.status, error.message, error.field)
+        response = error_response(error.status, error.message, error.field)
+        response.headers.update(error.headers())
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:

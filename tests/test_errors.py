@@ -201,7 +201,24 @@ def test_default_body_limit_admits_a_large_realistic_request(client):
 
 def test_deeply_nested_json_is_a_400(client):
     deep = '{"hook": ' + "[" * 100_000 + "]" * 100_000 + "}"
-    assert_outcome(_send(client, SIGN, deep), 400)
+    assert_outcome(_send(client, SIGN, deep), 400, words="nested more than 64 levels")
+
+
+def test_nesting_limit_is_configurable_and_counts_real_depth():
+    client = create_app({"max_json_depth": 10}).test_client()
+    nested: object = "leaf"
+    for _ in range(12):
+        nested = {"x": nested}
+    body = hook_request(service_request("sr", code="0600T", extension=[{"url": "u", "valueString": "v"}]))
+    body["context"]["deep"] = nested
+    assert_outcome(client.post(SIGN, json=body), 400, words="nested more than 10 levels")
+    # Many brackets, little depth: fine.
+    wide = hook_request(*[service_request(f"sr-{i}", code="74177") for i in range(50)])
+    assert client.post(SIGN, json=wide).status_code == 200
+    # Brackets inside strings do not count.
+    assert (
+        client.post(SIGN, json=hook_request(service_request("s", text="[[[[[[[[[[[[{{{{{{{{{{{{"))).status_code == 200
+    )
 
 
 def test_an_internal_error_is_a_json_500_without_details(app, monkeypatch):
