@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import threading
 import time
 import uuid
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from cds_service import create_app
 from cds_service.auth import TrustedClientsError, load_trusted_clients
-from tests.conftest import SANDBOX_FIXTURES, SIGN, hook_request, service_request
+from tests.conftest import ROOT, SANDBOX_FIXTURES, SIGN, hook_request, service_request
 
 BASE = "https://cds.example.org"
 AUD = BASE + SIGN
@@ -224,11 +225,15 @@ def test_sandbox_token_shape(client_for):
     assert response.status_code == 200, response.get_data(as_text=True)
 
 
-def test_readme_sandbox_clients_file_loads_the_real_sandbox_key(tmp_path):
-    jwks = json.loads((SANDBOX_FIXTURES / "sandbox-public-jwks.json").read_text())
-    path = write_clients(tmp_path / "sandbox.yaml", [{"iss": SANDBOX_ISS, "jwks": jwks, "jku": [SANDBOX_JKU]}])
+def test_readme_sandbox_clients_file_is_the_real_sandbox_key(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.S)
+    (block,) = [b for b in blocks if SANDBOX_ISS in b]
+    path = tmp_path / "sandbox.yaml"
+    path.write_text(block)
     (client,) = load_trusted_clients(path).clients
-    assert client.algorithms == ("ES384", "RS384")
+    assert (client.iss, client.jku) == (SANDBOX_ISS, (SANDBOX_JKU,))
+    assert client.jwks == json.loads((SANDBOX_FIXTURES / "sandbox-public-jwks.json").read_text())
 
 
 @pytest.mark.parametrize(
