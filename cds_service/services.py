@@ -51,7 +51,19 @@ class ServiceDefinition:
 
 _USAGE = (
     "Send draft FHIR R4 ServiceRequest resources in context.draftOrders. Orders are recognised by "
-    "CPT, ICD-10-PCS and order text; no prefetch or FHIR server access is needed."
+    "CPT, ICD-10-PCS and order text. The patient and their active coverage (prefetch, or fhirServer "
+    "with fhirAuthorization) are optional: they enable plan-specific guidance and coverage "
+    "information; the warning comes without them."
+)
+
+# What the service reads besides the orders (CDS Hooks 2.0 "Prefetch Template"). The context
+# module fetches exactly these queries when the client leaves a key out, so the advertised
+# templates and the queries run cannot drift apart. Keys name cds_service.context.ContextKey.
+PREFETCH: Mapping[str, str] = MappingProxyType(
+    {
+        "patient": "Patient/{{context.patientId}}",
+        "coverage": "Coverage?patient={{context.patientId}}&status=active",
+    }
 )
 
 SERVICES: tuple[ServiceDefinition, ...] = (
@@ -65,6 +77,7 @@ SERVICES: tuple[ServiceDefinition, ...] = (
             "(SURG.00126), with the policy, the evidence and a suggestion to remove the order."
         ),
         scope=OrderScope.SELECTIONS,
+        prefetch=PREFETCH,
         usage_requirements=_USAGE,
     ),
     ServiceDefinition(
@@ -77,6 +90,7 @@ SERVICES: tuple[ServiceDefinition, ...] = (
             "electroporation (SURG.00126)."
         ),
         scope=OrderScope.ALL_DRAFT_ORDERS,
+        prefetch=PREFETCH,
         usage_requirements=_USAGE,
     ),
 )

@@ -27,7 +27,11 @@ def test_discovery_lists_one_service_per_hook(client):
     ]
     for service in services:
         assert service["title"] and service["description"]
-        assert "prefetch" not in service  # the service uses no prefetch data
+        # CDS Hooks 2.0 "Prefetch Template": the patient and their active coverage, by context token.
+        assert service["prefetch"] == {
+            "patient": "Patient/{{context.patientId}}",
+            "coverage": "Coverage?patient={{context.patientId}}&status=active",
+        }
         assert set(service) <= {"id", "hook", "title", "description", "prefetch", "usageRequirements"}
 
 
