@@ -10,6 +10,7 @@ from flask import Flask
 from flask_cors import CORS
 
 from cds_service.config import Settings
+from cds_service.crd import CrdOptions
 from cds_service.engine import Engine
 from cds_service.errors import register_error_handlers
 
@@ -33,7 +34,8 @@ def create_app(test_config: Settings | Mapping[str, Any] | None = None) -> Flask
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.compact = True  # type: ignore[attr-defined]
     app.extensions[SETTINGS_KEY] = settings
-    app.extensions[ENGINE_KEY] = Engine.load(settings.policies_dir, settings.cards_dir, settings.payer_name)
+    crd = CrdOptions(settings.crd_coverage_info, settings.crd_system_actions)
+    app.extensions[ENGINE_KEY] = Engine.load(settings.policies_dir, settings.cards_dir, settings.payer_name, crd)
 
     # Browsers never let "*" cover Authorization in Access-Control-Allow-Headers, so the headers
     # are named; preflights are answered without authentication (they carry no credentials).

@@ -8,6 +8,7 @@ import logging
 
 from flask import Blueprint, Response, jsonify, request
 
+from cds_service.context import FhirFetcher
 from cds_service.errors import BadRequest, NotFound
 from cds_service.feedback import FeedbackRequest
 from cds_service.hookrequest import parse_hook_request
@@ -72,7 +73,8 @@ def discovery() -> Response:
 def call_service(service_id: str) -> Response:
     service = _service(service_id)
     hook_request = parse_hook_request(read_json_body())
-    evaluation = engine().evaluate(service, hook_request, base_url())
+    fetcher = FhirFetcher(settings().fhir_budget_ms, settings().fhir_open_server)
+    evaluation = engine().evaluate(service, hook_request, base_url(), fetcher)
     log.info(
         "service=%s hookInstance=%s examined=%d cards=%d",
         service.id,

@@ -26,7 +26,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from cds_service.matching import OrderMatch, Reason, ReasonKind
-from cds_service.policy import Policy, PolicyError, describe_validation_error
+from cds_service.policy import PlanNote, Policy, PolicyError, describe_validation_error
 
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 SUMMARY_LIMIT = 140  # CDS Hooks 2.0 Card.summary: "<140-character summary"
@@ -57,6 +57,14 @@ class LinkSpec(_Strict):
     target: LinkTarget
 
 
+class CoverageInformationSpec(_Strict):
+    """Wording of the Da Vinci CRD coverage-information systemAction (see cds_service.crd)."""
+
+    reason: NonEmpty
+    no_coverage: NonEmpty
+    action_description: NonEmpty
+
+
 class CardSpec(_Strict):
     indicator: Literal["info", "warning", "critical"]
     topic: CodingSpec
@@ -68,6 +76,7 @@ class CardSpec(_Strict):
     links: list[LinkSpec] = Field(min_length=1)
     override_reason_system: NonEmpty
     override_reasons: list[OverrideReason] = Field(min_length=1)
+    coverage_information: CoverageInformationSpec
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
@@ -82,6 +91,15 @@ def escape_markdown(text: str) -> str:
     text = " ".join(text.split())
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def evidence_link(policy: Policy, base_url: str) -> str:
+    return f"{base_url}/evidence/{policy.id}"
+
+
+def policy_link(policy: Policy, base_url: str) -> str:
+    """The policy's own page if it has one, else the policy section of the evidence page."""
+    return policy.policy_url or f"{evidence_link(policy, base_url)}#policy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +151,18 @@ class CompiledCard:
     suggestion_label: Template
     action_description: Template
     link_labels: tuple[Template, ...]
+    coverage_reason: Template
+    coverage_none: Template
+    coverage_action: Template
+
+
+@dataclass(frozen=True, slots=True)
+class CoverageWording:
+    """The rendered texts of one order's coverage-information systemAction."""
+
+    reason: str
+    no_coverage: str
+    action_description: str
 
 
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False)
@@ -150,6 +180,9 @@ def _compile(path: Path) -> CompiledCard:
             suggestion_label=_ENV.from_string(spec.suggestion_label),
             action_description=_ENV.from_string(spec.action_description),
             link_labels=tuple(_ENV.from_string(link.label) for link in spec.links),
+            coverage_reason=_ENV.from_string(spec.coverage_information.reason),
+            coverage_none=_ENV.from_string(spec.coverage_information.no_coverage),
+            coverage_action=_ENV.from_string(spec.coverage_information.action_description),
         )
     except (OSError, yaml.YAMLError) as exc:
         raise PolicyError(f"{path}: cannot read card template: {exc}") from exc
@@ -187,6 +220,10 @@ class CardBuilder:
         try:
             summary = " ".join(card.summary.render(self._names(policy)).split())
             self.build(policy, [sample], "http://localhost", summary=summary)
+            # Both optional branches of the detail: guidance found, and context missing.
+            self.build(policy, [sample], "http://localhost", summary=summary, guidance=policy.plan_notes)
+            self.build(policy, [sample], "http://localhost", summary=summary, unavailable=("coverage",))
+            self.coverage_wording(policy, sample)
         except TemplateError as exc:
             raise PolicyError(f"{where}: template error: {exc}") from exc
         if len(summary) >= SUMMARY_LIMIT:
@@ -199,6 +236,15 @@ class CardBuilder:
     def _names(self, policy: Policy, **more: Any) -> dict[str, Any]:
         return {"policy": policy, "payer": self.payer, **more}
 
+    def coverage_wording(self, policy: Policy, match: OrderMatch) -> CoverageWording:
+        card = self._cards[policy.card]
+        names = self._names(policy, order=order_view(match))
+        return CoverageWording(
+            reason=" ".join(card.coverage_reason.render(names).split()),
+            no_coverage=" ".join(card.coverage_none.render(names).split()),
+            action_description=" ".join(card.coverage_action.render(names).split()),
+        )
+
     def build(
         self,
         policy: Policy,
@@ -206,14 +252,20 @@ class CardBuilder:
         base_url: str,
         *,
         summary: str | None = None,
+        guidance: Sequence[PlanNote] = (),
+        unavailable: Sequence[str] = (),
     ) -> dict[str, Any]:
-        """One card for ``policy`` covering ``matches``; every card gets a fresh uuid."""
+        """One card for ``policy`` covering ``matches``; every card gets a fresh uuid.
+
+        ``guidance`` are the policy's plan notes that apply to this patient; ``unavailable`` names
+        the patient context that could not be had (cds_service.context.ContextKey values).
+        """
         card = self._cards[policy.card]
         spec = card.spec
         orders = [order_view(m) for m in matches]
-        names = self._names(policy, orders=orders)
-        evidence_url = f"{base_url}/evidence/{policy.id}"
-        policy_url = policy.policy_url or f"{evidence_url}#policy"
+        names = self._names(policy, orders=orders, guidance=guidance, unavailable=unavailable)
+        evidence_url = evidence_link(policy, base_url)
+        policy_url = policy_link(policy, base_url)
         targets: Mapping[LinkTarget, str] = {LinkTarget.EVIDENCE: evidence_url, LinkTarget.POLICY: policy_url}
 
         suggestions = []

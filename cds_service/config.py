@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +21,18 @@ def data_dir(name: str) -> Path:
     """``policies`` or ``cards``: the copy inside an installed wheel, else the checkout's folder."""
     packaged = _PACKAGE / "_data" / name
     return packaged if packaged.is_dir() else _PACKAGE.parent / name
+
+
+class SystemActionPlacement(StrEnum):
+    """Where CRD coverage-information ``systemActions`` go in a hook response.
+
+    CDS Hooks 2.0 ("CDS Service Response") puts ``systemActions`` at the top level; the reference
+    sandbox reads them only from ``extension.systemActions`` (checklist section 9).
+    """
+
+    TOP_LEVEL = "top-level"
+    EXTENSION = "extension"
+    BOTH = "both"
 
 
 class Settings(BaseModel):
@@ -52,6 +65,17 @@ class Settings(BaseModel):
     # Reverse proxies in front of the service whose X-Forwarded-Proto/Host/Port/Prefix headers are
     # trusted when computing the URL a JWT's aud must equal. 0: trust none.
     trusted_proxies: int = Field(default=0, ge=0, le=5)
+
+    # Total wall-clock budget for reading patient and coverage from the client's FHIR server when
+    # prefetch lacks them (CDS Hooks 2.0 asks services to answer in about 500 ms).
+    fhir_budget_ms: int = Field(default=500, gt=0, le=5000)
+    # Query a fhirServer that came without fhirAuthorization (the reference sandbox sends an open
+    # server). Off by default: the URL is the caller's to choose, and an unauthenticated fetch
+    # from it is a server-side request on the caller's behalf.
+    fhir_open_server: bool = False
+    # Answer as a Da Vinci CRD server: add coverage-information systemActions for matching orders.
+    crd_coverage_info: bool = False
+    crd_system_actions: SystemActionPlacement = SystemActionPlacement.TOP_LEVEL
 
     @field_validator("base_url")
     @classmethod

@@ -1,13 +1,15 @@
 """The hook pipeline, free of Flask so the CLI, tests and benchmarks share it.
 
 validate envelope (hookrequest) -> extract the ServiceRequests -> select what the service's hook
-asks for -> FHIR-validate them (log only) -> match policies -> merge per policy -> build cards.
+asks for -> FHIR-validate them (log only) -> match policies -> merge per policy -> read the patient
+context (only when something matched) -> build cards, plan guidance and CRD coverage information.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,12 @@ from typing import Any
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from pydantic import ValidationError
 
-from cds_service.cards import CardBuilder
+from cds_service.cards import CardBuilder, policy_link
+from cds_service.context import UNAVAILABLE_EXTENSION, Fetcher, PatientContext, read_context
+from cds_service.crd import CrdOptions, coverage_action, place_system_actions
 from cds_service.hookrequest import HookRequest
 from cds_service.matching import Matcher, OrderMatch
+from cds_service.plans import applicable_notes
 from cds_service.policy import Policy, load_policies
 from cds_service.services import OrderScope, ServiceDefinition
 
@@ -89,16 +94,21 @@ def validate_fhir(resource: dict[str, Any], hook_instance: str) -> None:
 class Engine:
     """Policies, matcher and card templates, loaded and checked once at start-up."""
 
-    def __init__(self, policies: Sequence[Policy], cards_dir: Path, payer: str) -> None:
+    def __init__(self, policies: Sequence[Policy], cards_dir: Path, payer: str, crd: CrdOptions | None = None) -> None:
         self.policies = tuple(policies)
         self.matcher = Matcher(self.policies)
         self.cards = CardBuilder(cards_dir, self.policies, payer)
+        self.crd = crd or CrdOptions()
 
     @classmethod
-    def load(cls, policies_dir: Path, cards_dir: Path, payer: str) -> Engine:
-        return cls(load_policies(policies_dir), cards_dir, payer)
+    def load(cls, policies_dir: Path, cards_dir: Path, payer: str, crd: CrdOptions | None = None) -> Engine:
+        return cls(load_policies(policies_dir), cards_dir, payer, crd)
 
-    def evaluate(self, service: ServiceDefinition, request: HookRequest, base_url: str) -> Evaluation:
+    def evaluate(
+        self, service: ServiceDefinition, request: HookRequest, base_url: str, fetcher: Fetcher | None = None
+    ) -> Evaluation:
+        """Answer one hook call. Without ``fetcher`` the patient context comes from prefetch only
+        (no network), which is what the CLI and benchmarks want."""
         if request.hook != service.hook:
             # The reference sandbox stamps the current screen's hook on every call, so an
             # order-sign service may hear "order-select". The service's own hook decides.
@@ -111,12 +121,50 @@ class Engine:
             )
         orders = select_orders(service, request)
         matches: dict[str, list[OrderMatch]] = {}
+        resources: dict[str, dict[str, Any]] = {}
         for order in orders:
             validate_fhir(order, request.hookInstance)
             for match in self.matcher.match(order):
                 matches.setdefault(match.policy.id, []).append(match)
-        cards = [
-            self.cards.build(policy, matches[policy.id], base_url) for policy in self.policies if policy.id in matches
-        ]
+                if match.reference:
+                    resources[match.reference] = order
+        today = dt.datetime.now(dt.UTC).date()
+        # Patient and coverage are optional enrichment, read only when there is a card to enrich.
+        context = read_context(service.prefetch, request, fetcher, today) if matches else PatientContext()
         found = tuple(m for group in matches.values() for m in group)
-        return Evaluation({"cards": cards}, found, len(orders))
+        return Evaluation(self._respond(matches, resources, context, base_url, today), found, len(orders))
+
+    def _respond(
+        self,
+        matches: Mapping[str, list[OrderMatch]],
+        resources: Mapping[str, dict[str, Any]],
+        context: PatientContext,
+        base_url: str,
+        today: dt.date,
+    ) -> dict[str, Any]:
+        unavailable = [key.value for key in context.unavailable]
+        cards: list[dict[str, Any]] = []
+        actions: dict[str, dict[str, Any]] = {}  # one per order, from the first policy it falls under
+        for policy in self.policies:
+            if policy.id not in matches:
+                continue
+            guidance = applicable_notes(policy.plan_notes, context, today)
+            cards.append(
+                self.cards.build(policy, matches[policy.id], base_url, guidance=guidance, unavailable=unavailable)
+            )
+            if not self.crd.coverage_info:
+                continue
+            for match in matches[policy.id]:
+                if match.reference and match.reference not in actions:
+                    wording = self.cards.coverage_wording(policy, match)
+                    order = resources[match.reference]
+                    actions[match.reference] = coverage_action(
+                        order, context, wording, policy_link(policy, base_url), today
+                    )
+        response: dict[str, Any] = {"cards": cards}
+        place_system_actions(response, list(actions.values()), self.crd.placement)
+        if context.unavailable:
+            response.setdefault("extension", {})[UNAVAILABLE_EXTENSION] = {
+                key.value: reason.value for key, reason in context.unavailable.items()
+            }
+        return response

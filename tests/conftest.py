@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from pytest_httpserver import HTTPServer
 
 from cds_service import create_app
 
@@ -24,6 +25,7 @@ SCHEMA = json.loads((Path(__file__).parent / "schemas" / "cds-hooks-response.sch
 SELECT = "/cds-services/medical-policy-order-select"
 SIGN = "/cds-services/medical-policy-order-sign"
 CPT = "http://www.ama-assn.org/go/cpt"
+SOPT = "https://nahdo.org/sopt"
 PCS = "http://www.cms.gov/Medicare/Coding/ICD10"
 
 
@@ -123,3 +125,48 @@ def post_hook(client: FlaskClient) -> Callable[..., Any]:
         return response.json
 
     return _post
+
+
+@pytest.fixture(scope="session")
+def make_httpserver() -> Iterator[HTTPServer]:
+    """pytest-httpserver's FHIR stand-in, on 127.0.0.1 only; threaded, so a deliberately slow
+    answer holds up no other request."""
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
+
+
+def patient_resource(id: str = "pat-1", state: str | None = "CA", **extra: Any) -> dict[str, Any]:
+    resource: dict[str, Any] = {"resourceType": "Patient", "id": id, "name": [{"family": "Rivera", "given": ["Ana"]}]}
+    if state is not None:
+        resource["address"] = [{"use": "home", "city": "Fresno", "state": state, "postalCode": "93701"}]
+    resource.update(extra)
+    return resource
+
+
+def coverage_resource(
+    id: str = "cov-1", *, sopt: str | None = "511", status: str = "active", **extra: Any
+) -> dict[str, Any]:
+    """An R4 Coverage; SOPT 511 is Commercial Managed Care - HMO."""
+    resource: dict[str, Any] = {
+        "resourceType": "Coverage",
+        "id": id,
+        "status": status,
+        "beneficiary": {"reference": "Patient/pat-1"},
+        "payor": [{"display": "Health plan"}],
+    }
+    if sopt is not None:
+        resource["type"] = {"coding": [{"system": SOPT, "code": sopt}]}
+    resource.update(extra)
+    return resource
+
+
+def searchset(*resources: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(resources),
+        "entry": [{"resource": r, "search": {"mode": "match"}} for r in resources],
+    }
