@@ -57,9 +57,7 @@ def plan_types(coverage: Mapping[str, Any]) -> frozenset[PlanType]:
     codings = list(_codings(coverage.get("type")))
     sopt = [code for system, code in codings if system in SOPT_SYSTEMS]
     if sopt:
-        return frozenset(
-            next((plan for prefix, plan in _SOPT_PREFIXES if code.startswith(prefix)), None) for code in sopt
-        ) - {None}
+        return frozenset(plan for code in sopt for prefix, plan in _SOPT_PREFIXES if code.startswith(prefix))
     return frozenset(
         _ACT_CODES[code.upper()]
         for system, code in codings

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
 from cds_service.context import PatientContext
 from cds_service.plans import applicable_notes, patient_states, plan_types
 from cds_service.policy import PlanNote, PlanType
-from tests.conftest import SIGN, coverage_resource, hook_request, patient_resource, searchset, service_request
+from tests.conftest import ROOT, SIGN, coverage_resource, hook_request, patient_resource, searchset, service_request
 
 TODAY = dt.date(2026, 11, 26)
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -113,3 +114,9 @@ def test_missing_patient_says_guidance_was_not_checked(post_hook):
     detail = detail_for(post_hook, {"patient": None, "coverage": searchset(coverage_resource())})
     assert NOTE_WORDS not in detail
     assert "Plan-specific guidance could not be checked: patient data was not available." in detail
+
+
+def test_readme_example_with_prefetch(post_hook):
+    example = json.loads((ROOT / "examples" / "order-sign-ire-ca-hmo.json").read_text())
+    (card,) = post_hook(SIGN, example)["cards"]
+    assert NOTE_WORDS in card["detail"]

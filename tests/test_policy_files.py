@@ -83,6 +83,10 @@ def test_empty_policy_directory(dirs):
         (lambda d: d["override_reasons"][0].pop("display"), "override_reasons.0.display"),
         (lambda d: d.update(indicator="urgent"), "indicator"),
         (lambda d: d.update(links=[]), "links"),
+        (lambda d: d.pop("coverage_information"), "coverage_information: Field required"),
+        (lambda d: d["coverage_information"].update(reason="{{ order.nope }}"), "template error"),
+        # The plan-guidance branch of the detail is rendered at start-up too.
+        (lambda d: d.update(detail="{% for n in guidance %}{{ n.nope }}{% endfor %}"), "template error"),
     ],
 )
 def test_broken_card_template_names_file_and_field(dirs, change, words):
