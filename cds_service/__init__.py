@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask
 from flask_cors import CORS
 
+from cds_service.audit import AuditTrail
 from cds_service.config import Settings
 from cds_service.crd import CrdOptions
 from cds_service.engine import Engine
@@ -18,6 +19,8 @@ __all__ = ["Settings", "create_app"]
 
 ENGINE_KEY = "cds_engine"
 SETTINGS_KEY = "cds_settings"
+STORE_KEY = "cds_store"
+AUDIT_KEY = "cds_audit"
 
 
 def create_app(test_config: Settings | Mapping[str, Any] | None = None) -> Flask:
@@ -36,6 +39,10 @@ def create_app(test_config: Settings | Mapping[str, Any] | None = None) -> Flask
     app.extensions[SETTINGS_KEY] = settings
     crd = CrdOptions(settings.crd_coverage_info, settings.crd_system_actions)
     app.extensions[ENGINE_KEY] = Engine.load(settings.policies_dir, settings.cards_dir, settings.payer_name, crd)
+    # The database is checked (and the embedded one migrated) here: raises StorageError.
+    audit = AuditTrail.open(settings)
+    app.extensions[AUDIT_KEY] = audit
+    app.extensions[STORE_KEY] = audit.store
 
     # Browsers never let "*" cover Authorization in Access-Control-Allow-Headers, so the headers
     # are named; preflights are answered without authentication (they carry no credentials).

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from cds_service.context import FhirFetcher
 from cds_service.errors import BadRequest, NotFound
@@ -15,7 +15,7 @@ from cds_service.hookrequest import parse_hook_request
 from cds_service.security import authenticated
 from cds_service.services import SERVICES, SERVICES_BY_ID, ServiceDefinition
 from cds_service.validation import parse_model
-from cds_service.web import base_url, engine, settings
+from cds_service.web import audit_trail, base_url, engine, settings
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/cds-services")
@@ -74,14 +74,18 @@ def call_service(service_id: str) -> Response:
     service = _service(service_id)
     hook_request = parse_hook_request(read_json_body())
     fetcher = FhirFetcher(settings().fhir_budget_ms, settings().fhir_open_server)
-    evaluation = engine().evaluate(service, hook_request, base_url(), fetcher)
+    audit = audit_trail()
+    evaluation = engine().evaluate(service, hook_request, base_url(), fetcher, audit.unseen)
     log.info(
-        "service=%s hookInstance=%s examined=%d cards=%d",
+        "service=%s hookInstance=%s examined=%d cards=%d already-shown=%d",
         service.id,
         hook_request.hookInstance,
         evaluation.examined,
         len(evaluation.response["cards"]),
+        len(evaluation.suppressed),
     )
+    # Queued for the background writer: the response does not wait for the database.
+    audit.record_hook_call(service, hook_request, evaluation, g.get("auth_client"))
     return jsonify(evaluation.response)
 
 
@@ -91,6 +95,7 @@ def feedback(service_id: str) -> Response:
     """CDS Hooks 2.0 "Feedback". The spec defines no response body; 200 with a count says it landed."""
     service = _service(service_id)
     items = parse_model(FeedbackRequest, read_json_body()).feedback
+    received = audit_trail().record_feedback(service, items, g.get("auth_client"))
     for item in items:
         log.info("service=%s feedback card=%s outcome=%s", service.id, item.card, item.outcome.value)
-    return jsonify({"received": len(items)})
+    return jsonify({"received": received})

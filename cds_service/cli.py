@@ -16,6 +16,9 @@ from cds_service import create_app
 from cds_service.auth import TrustedClientsError
 from cds_service.config import Settings
 from cds_service.policy import PolicyError, describe_validation_error
+from cds_service.report import add_report_command
+from cds_service.storage import StorageError
+from cds_service.storage.commands import add_db_command
 
 EXIT_USAGE = 2
 
@@ -56,6 +59,7 @@ def _serve(args: argparse.Namespace) -> int:
         cards_dir=args.cards,
         payer_name=args.payer_name,
         trusted_clients=args.trusted_clients,
+        upgrade_db=args.upgrade_db or None,
     )
     if settings.trusted_clients is None and not _is_loopback(args.host) and not args.allow_anonymous:
         print(
@@ -64,9 +68,12 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    app = create_app(settings)  # policies are checked here, before any worker starts
+    app = create_app(settings)  # policies and the database schema are checked here, before any worker starts
     policies = app.extensions["cds_engine"].policies
     print(f"cds-service: loaded policies {', '.join(p.id for p in policies)}", file=sys.stderr)
+    audit = app.extensions["cds_audit"]
+    print(f"cds-service: database {audit.store.location}", file=sys.stderr)
+    print(f"cds-service: patient and user ids hashed with the key from {audit.hasher.source}", file=sys.stderr)
     print(f"cds-service: discovery at http://{args.host}:{args.port}/cds-services", file=sys.stderr)
     _Gunicorn(
         app,
@@ -107,12 +114,17 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:  # type: ig
         action="store_true",
         help="serve on a non-loopback address without client authentication (testing only)",
     )
+    serve.add_argument(
+        "--upgrade-db", action="store_true", help="apply pending database migrations first (CDS_UPGRADE_DB)"
+    )
     serve.set_defaults(handler=_serve)
 
 
 # Each entry adds one sub-command (with its handler) to the parser.
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (  # type: ignore[type-arg]
     add_serve_command,
+    add_db_command,
+    add_report_command,
 )
 
 
@@ -131,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
-    except (PolicyError, TrustedClientsError) as exc:
+    except (PolicyError, TrustedClientsError, StorageError) as exc:
         print(f"cds-service: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ValidationError as exc:

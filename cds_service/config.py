@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -33,6 +33,16 @@ class SystemActionPlacement(StrEnum):
     TOP_LEVEL = "top-level"
     EXTENSION = "extension"
     BOTH = "both"
+
+
+def default_data_dir() -> Path:
+    """Where the embedded database, the audit spool and the generated id-hash key live.
+
+    The XDG data directory of the user running the service, so a reinstall of the virtualenv or a
+    fresh checkout keeps the audit trail.
+    """
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "cds-service"
 
 
 class Settings(BaseModel):
@@ -76,6 +86,17 @@ class Settings(BaseModel):
     # Answer as a Da Vinci CRD server: add coverage-information systemActions for matching orders.
     crd_coverage_info: bool = False
     crd_system_actions: SystemActionPlacement = SystemActionPlacement.TOP_LEVEL
+
+    # Storage (cds_service.storage). Without a URL the embedded SQLite file in data_dir is used.
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: SecretStr | None = None
+    # Apply pending migrations at start-up to a configured database (the embedded one always is).
+    upgrade_db: bool = False
+    # Key for the HMAC-SHA256 of patient and user ids; without it a random key is generated once
+    # in data_dir/id-hash.key. Instances sharing one database must share the key.
+    id_hash_key: SecretStr | None = Field(default=None, min_length=16)
+    # Show an order-select card again at order-sign for the same unchanged order.
+    repeat_on_sign: bool = False
 
     @field_validator("base_url")
     @classmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,19 @@ log = logging.getLogger(__name__)
 
 EXAMINED_TYPES = frozenset({"ServiceRequest"})
 
+# Given the matches of one call, the ones to show. The HTTP layer passes one that drops what
+# order-select already showed (cds_service.audit); the engine itself knows nothing of storage.
+MatchFilter = Callable[[ServiceDefinition, HookRequest, Sequence[OrderMatch]], Sequence[OrderMatch]]
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCard:
+    """One card of the response, with the policy and the order matches it was built from."""
+
+    policy: Policy
+    card: dict[str, Any]
+    matches: tuple[OrderMatch, ...]
+
 
 @dataclass(frozen=True, slots=True)
 class Evaluation:
@@ -38,6 +51,10 @@ class Evaluation:
     response: dict[str, Any]
     matches: tuple[OrderMatch, ...]
     examined: int
+    issued: tuple[IssuedCard, ...] = ()
+    # Matches a MatchFilter held back (already shown for the same decision): no card and no
+    # systemAction for them (CRD forbids repeating an unchanged systemAction).
+    suppressed: tuple[OrderMatch, ...] = ()
 
 
 def _reference_key(reference: str) -> str:
@@ -105,10 +122,16 @@ class Engine:
         return cls(load_policies(policies_dir), cards_dir, payer, crd)
 
     def evaluate(
-        self, service: ServiceDefinition, request: HookRequest, base_url: str, fetcher: Fetcher | None = None
+        self,
+        service: ServiceDefinition,
+        request: HookRequest,
+        base_url: str,
+        fetcher: Fetcher | None = None,
+        match_filter: MatchFilter | None = None,
     ) -> Evaluation:
         """Answer one hook call. Without ``fetcher`` the patient context comes from prefetch only
-        (no network), which is what the CLI and benchmarks want."""
+        (no network), which is what the CLI and benchmarks want; without ``match_filter`` every
+        match is shown."""
         if request.hook != service.hook:
             # The reference sandbox stamps the current screen's hook on every call, so an
             # order-sign service may hear "order-select". The service's own hook decides.
@@ -120,19 +143,25 @@ class Engine:
                 service.hook.value,
             )
         orders = select_orders(service, request)
-        matches: dict[str, list[OrderMatch]] = {}
+        found: list[OrderMatch] = []
         resources: dict[str, dict[str, Any]] = {}
         for order in orders:
             validate_fhir(order, request.hookInstance)
             for match in self.matcher.match(order):
-                matches.setdefault(match.policy.id, []).append(match)
+                found.append(match)
                 if match.reference:
                     resources[match.reference] = order
+        shown = list(match_filter(service, request, found)) if match_filter and found else found
+        matches: dict[str, list[OrderMatch]] = {}
+        for match in shown:
+            matches.setdefault(match.policy.id, []).append(match)
         today = dt.datetime.now(dt.UTC).date()
         # Patient and coverage are optional enrichment, read only when there is a card to enrich.
         context = read_context(service.prefetch, request, fetcher, today) if matches else PatientContext()
-        found = tuple(m for group in matches.values() for m in group)
-        return Evaluation(self._respond(matches, resources, context, base_url, today), found, len(orders))
+        response, issued = self._respond(matches, resources, context, base_url, today)
+        kept = {id(m) for m in shown}
+        suppressed = tuple(m for m in found if id(m) not in kept)
+        return Evaluation(response, tuple(found), len(orders), issued, suppressed)
 
     def _respond(
         self,
@@ -141,17 +170,16 @@ class Engine:
         context: PatientContext,
         base_url: str,
         today: dt.date,
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], tuple[IssuedCard, ...]]:
         unavailable = [key.value for key in context.unavailable]
-        cards: list[dict[str, Any]] = []
+        issued: list[IssuedCard] = []
         actions: dict[str, dict[str, Any]] = {}  # one per order, from the first policy it falls under
         for policy in self.policies:
             if policy.id not in matches:
                 continue
             guidance = applicable_notes(policy.plan_notes, context, today)
-            cards.append(
-                self.cards.build(policy, matches[policy.id], base_url, guidance=guidance, unavailable=unavailable)
-            )
+            card = self.cards.build(policy, matches[policy.id], base_url, guidance=guidance, unavailable=unavailable)
+            issued.append(IssuedCard(policy, card, tuple(matches[policy.id])))
             if not self.crd.coverage_info:
                 continue
             for match in matches[policy.id]:
@@ -161,10 +189,10 @@ class Engine:
                     actions[match.reference] = coverage_action(
                         order, context, wording, policy_link(policy, base_url), today
                     )
-        response: dict[str, Any] = {"cards": cards}
+        response: dict[str, Any] = {"cards": [i.card for i in issued]}
         place_system_actions(response, list(actions.values()), self.crd.placement)
         if context.unavailable:
             response.setdefault("extension", {})[UNAVAILABLE_EXTENSION] = {
                 key.value: reason.value for key, reason in context.unavailable.items()
             }
-        return response
+        return response, tuple(issued)

@@ -14,7 +14,9 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+# Card and suggestion uuids, reason codes: what this service hands out is far shorter; the bound
+# keeps a hostile client from filling the feedback table with megabyte "ids".
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
 class Outcome(StrEnum):
@@ -27,13 +29,13 @@ class _Lenient(BaseModel):
 
 
 class AcceptedSuggestion(_Lenient):
-    id: NonEmpty
+    id: Identifier
 
 
 class ReasonCoding(_Lenient):
     # The sandbox sends {code, system} without display; display is only REQUIRED in the card.
-    code: NonEmpty
-    system: NonEmpty
+    code: Identifier
+    system: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
     display: str | None = None
 
 
@@ -49,7 +51,7 @@ class OverrideReason(_Lenient):
 
 
 class FeedbackItem(_Lenient):
-    card: NonEmpty
+    card: Identifier
     outcome: Outcome
     acceptedSuggestions: list[AcceptedSuggestion] | None = None
     overrideReason: OverrideReason | None = None

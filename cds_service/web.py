@@ -6,6 +6,7 @@ from typing import cast
 
 from flask import current_app, request
 
+from cds_service.audit import AuditTrail
 from cds_service.config import Settings
 from cds_service.engine import Engine
 
@@ -16,6 +17,10 @@ def settings() -> Settings:
 
 def engine() -> Engine:
     return cast(Engine, current_app.extensions["cds_engine"])
+
+
+def audit_trail() -> AuditTrail:
+    return cast(AuditTrail, current_app.extensions["cds_audit"])
 
 
 def base_url() -> str:

@@ -29,6 +29,26 @@ SOPT = "https://nahdo.org/sopt"
 PCS = "http://www.cms.gov/Medicare/Coding/ICD10"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Apps and `cds-service` processes the tests start keep their database in a temporary
+    directory, never in the user's data directory or in a database named by the environment."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CDS_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+        for name in ("CDS_DATABASE_URL", "CDS_ID_HASH_KEY", "CDS_UPGRADE_DB", "CDS_REPEAT_ON_SIGN"):
+            patch.delenv(name, raising=False)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh data directory (embedded database, spool, id-hash key) for each test, so no test
+    sees another's audit trail (order-sign would stay silent about an order another test selected)."""
+    path = tmp_path / "data"
+    monkeypatch.setenv("CDS_DATA_DIR", str(path))
+    return path
+
+
 @pytest.fixture
 def app() -> Iterator[Flask]:
     app = create_app({"base_url": "https://cds.example.org"})

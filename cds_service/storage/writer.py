@@ -1,0 +1,169 @@
+"""The background writer: audit records reach the database without the clinician waiting.
+
+A hook call only puts its batch on an in-process queue (microseconds); a thread writes it. When
+the database is unreachable the batch goes to the local spool and the thread tries the spool again
+every ``RETRY_SECONDS`` until the database is back. The thread is started on first use in each
+process (gunicorn forks workers after start-up, and threads do not survive a fork) and ends after
+``IDLE_SECONDS`` without work. At exit, ``close`` waits briefly and spools whatever is still
+queued, so a graceful shutdown loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+if TYPE_CHECKING:
+    from cds_service.storage.spool import Batch
+    from cds_service.storage.store import Store
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 2.0
+IDLE_SECONDS = 30.0
+CLOSE_SECONDS = 10.0
+
+
+def describe(error: BaseException) -> str:
+    """The driver's own message (connection refused, ...) without SQLAlchemy's statement and
+    parameters, which may carry hashed ids."""
+    if isinstance(error, DBAPIError) and error.orig is not None:
+        return f"{type(error.orig).__name__}: {str(error.orig).strip()}"
+    return type(error).__name__
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` means "the database cannot be reached now" (spool and retry later)."""
+    if isinstance(error, OperationalError | InterfaceError | PoolTimeout):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
+class BackgroundWriter:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._queue: queue.SimpleQueue[Batch] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._pending = 0
+        self._thread: threading.Thread | None = None
+        # While set, the database is believed down: batches go straight to the spool, and the
+        # spool is retried at this monotonic time.
+        self._retry_at: float | None = None
+
+    def _ensure_thread(self) -> None:
+        """Start the thread if this process has none (the caller holds the lock)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="cds-audit-writer", daemon=True)
+            self._thread.start()
+
+    def submit(self, batch: Batch) -> None:
+        if self._pid != os.getpid():
+            self._reset()
+        with self._lock:
+            self._pending += 1
+            self._queue.put(batch)
+            self._ensure_thread()
+
+    def retry_later(self) -> None:
+        """Something was spooled outside the thread: make sure the spool is retried."""
+        if self._pid != os.getpid():
+            self._reset()
+        with self._lock:
+            if self._retry_at is None:
+                self._retry_at = time.monotonic() + RETRY_SECONDS
+            self._ensure_thread()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every submitted batch is written or spooled; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._idle.wait(remaining):
+                    return False
+        return True
+
+    def close(self) -> None:
+        """At exit: let the thread finish, then spool whatever it could not write in time."""
+        if self._pid != os.getpid() or self.flush(CLOSE_SECONDS):
+            return
+        left = 0
+        while True:
+            try:
+                batch = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            self._store.spool.append(batch)
+            left += 1
+        log.warning("database slow at exit: %d queued batch(es) kept in the spool", left)
+
+    def _done(self) -> None:
+        with self._idle:
+            self._pending -= 1
+            self._idle.notify_all()
+
+    def _next_timeout(self) -> float:
+        if self._retry_at is None:
+            return IDLE_SECONDS
+        return max(0.0, self._retry_at - time.monotonic())
+
+    def _run(self) -> None:
+        while True:
+            if self._retry_at is not None and time.monotonic() >= self._retry_at:
+                self._replay()
+            try:
+                batch = self._queue.get(timeout=self._next_timeout())
+            except queue.Empty:
+                with self._lock:
+                    if self._retry_at is None and self._queue.empty():
+                        self._thread = None
+                        return
+                continue
+            try:
+                self._write(batch)
+            except Exception:
+                # Database down and the spool unwritable (disk full): the one case that loses a record.
+                log.exception("audit batch lost: neither the database nor the spool took it")
+            finally:
+                self._done()
+
+    def _write(self, batch: Batch) -> None:
+        if self._retry_at is None:
+            try:
+                self._store.write(batch)
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.error("audit batch rejected by the database (%s); kept in the spool", type(exc).__name__)
+                    self._store.spool.append(batch, error=describe(exc)[:500])
+                    return
+                log.warning("database unreachable (%s); audit records go to the spool", type(exc).__name__)
+                with self._lock:
+                    self._retry_at = time.monotonic() + RETRY_SECONDS
+        self._store.spool.append(batch)
+
+    def _replay(self) -> None:
+        try:
+            self._store.replay_spool()
+        except Exception as exc:
+            if is_transient(exc):
+                log.info("database still unreachable (%s); retrying in %.0f s", type(exc).__name__, RETRY_SECONDS)
+            else:
+                log.exception("replaying the audit spool failed; retrying in %.0f s", RETRY_SECONDS)
+            with self._lock:
+                self._retry_at = time.monotonic() + RETRY_SECONDS
+            return
+        with self._lock:
+            self._retry_at = None
