@@ -17,6 +17,7 @@ from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 
 from cds_service import create_app
+from tests.pgserver import PostgresServer, find_bindir
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CDS_SHARED_DIR", ROOT.parent / "shared"))
@@ -190,3 +191,31 @@ def searchset(*resources: dict[str, Any]) -> dict[str, Any]:
         "total": len(resources),
         "entry": [{"resource": r, "search": {"mode": "match"}} for r in resources],
     }
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server on loopback for this test session. Outside CI, tests that need it
+    skip when the server programs are not installed; in CI (CI=true) they fail instead."""
+    bindir = find_bindir()
+    if bindir is None:
+        reason = "PostgreSQL server programs not found: install Debian's postgresql package or set CDS_TEST_PG_BINDIR"
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = PostgresServer(bindir)
+    server.start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each kind the service supports, for the same test on both."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.sqlite3'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    name = f"cds_{uuid.uuid4().hex[:12]}"
+    yield server.create_database(name)
+    server.drop_database(name)
