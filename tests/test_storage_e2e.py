@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import psycopg
 import pytest
 import requests
 from sqlalchemy import String, cast, create_engine, func, select
@@ -184,3 +185,30 @@ def test_a_database_outage_loses_no_audit_record(private_postgres, tmp_path):
         engine.dispose()
         code = server.stop()
     assert code == 0, server.output()
+
+
+def test_a_stuck_database_neither_delays_the_card_nor_loses_the_record_at_shutdown(database, tmp_path):
+    data_dir = tmp_path / "data"
+    env = {"CDS_DATABASE_URL": database, "CDS_ID_HASH_KEY": KEY, "CDS_DATA_DIR": str(data_dir)}
+    server = Server(tmp_path / "serve.log", env, "--upgrade-db", workers=1)
+    engine = create_engine(database.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        sign(server, "patient-first")
+        wait_for(lambda: count(engine, hook_calls) == 1, "the first call recorded")
+        with psycopg.connect(database) as blocker:
+            # Every write to hook_calls now waits for this transaction.
+            blocker.execute("LOCK TABLE hook_calls IN ACCESS EXCLUSIVE MODE")
+            sign(server, "patient-stuck")  # answered although its audit record cannot be written
+            assert server.stop() == 0, server.output()
+            blocker.rollback()
+        spool = Spool(data_dir / SPOOL_FILE)
+        assert spool.pending() == 1
+        assert "database slow at exit: 1 batch(es) kept in the spool" in server.output()
+
+        # The next start (here `db upgrade`, which opens the store the same way) writes it.
+        assert run_cli("db", "upgrade", env=env).returncode == 0
+        assert count(engine, hook_calls) == 2
+        assert spool.pending() == 0
+    finally:
+        engine.dispose()
+        server.stop()

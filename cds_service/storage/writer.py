@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 2.0
 IDLE_SECONDS = 30.0
-CLOSE_SECONDS = 10.0
+CLOSE_SECONDS = 5.0  # well inside gunicorn's graceful_timeout
 
 
 def describe(error: BaseException) -> str:
@@ -58,6 +58,7 @@ class BackgroundWriter:
         self._idle = threading.Condition(self._lock)
         self._pending = 0
         self._thread: threading.Thread | None = None
+        self._current: Batch | None = None  # the batch the thread is writing now
         # While set, the database is believed down: batches go straight to the spool, and the
         # spool is retried at this monotonic time.
         self._retry_at: float | None = None
@@ -96,18 +97,22 @@ class BackgroundWriter:
         return True
 
     def close(self) -> None:
-        """At exit: let the thread finish, then spool whatever it could not write in time."""
+        """At exit: let the thread finish, then spool whatever it could not write in time.
+
+        The batch being written may still commit after all; spooling it too is harmless, since
+        every write is idempotent.
+        """
         if self._pid != os.getpid() or self.flush(CLOSE_SECONDS):
             return
-        left = 0
+        left = [self._current] if self._current is not None else []
         while True:
             try:
-                batch = self._queue.get_nowait()
+                left.append(self._queue.get_nowait())
             except queue.Empty:
                 break
+        for batch in left:
             self._store.spool.append(batch)
-            left += 1
-        log.warning("database slow at exit: %d queued batch(es) kept in the spool", left)
+        log.warning("database slow at exit: %d batch(es) kept in the spool", len(left))
 
     def _done(self) -> None:
         with self._idle:
@@ -131,12 +136,14 @@ class BackgroundWriter:
                         self._thread = None
                         return
                 continue
+            self._current = batch
             try:
                 self._write(batch)
             except Exception:
                 # Database down and the spool unwritable (disk full): the one case that loses a record.
                 log.exception("audit batch lost: neither the database nor the spool took it")
             finally:
+                self._current = None
                 self._done()
 
     def _write(self, batch: Batch) -> None:
