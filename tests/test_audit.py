@@ -30,12 +30,25 @@ KEY = "k" * 40
 
 
 @pytest.fixture
-def app(database_url: str) -> Iterator[Flask]:
-    app = create_app(
-        {"base_url": "https://cds.example.org", "database_url": database_url, "upgrade_db": True, "id_hash_key": KEY}
-    )
-    app.config["TESTING"] = True
-    yield app
+def make_app(database_url: str) -> Iterator[Callable[..., Flask]]:
+    """Apps on the test's database; their queued audit records are written before it is dropped."""
+    apps: list[Flask] = []
+
+    def make(**settings: Any) -> Flask:
+        config = {"base_url": "https://cds.example.org", "database_url": database_url, "upgrade_db": True}
+        app = create_app({**config, "id_hash_key": KEY, **settings})
+        app.config["TESTING"] = True
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        assert app.extensions["cds_store"].flush(10)
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
 
 
 @pytest.fixture
@@ -239,23 +252,32 @@ class TestOneAlertPerDecision:
         order, patient = change(copy.deepcopy(IRE), PATIENT)
         assert len(call(client, SIGN, order, patient=patient)["cards"]) == 1
 
-    def test_a_new_policy_version_is_a_new_decision(self, database_url, client, store, tmp_path):
+    def test_a_new_policy_version_is_a_new_decision(self, make_app, client, store, tmp_path):
         call(client, SELECT, IRE)
         store.flush(10)
         revised = tmp_path / "policies"
         revised.mkdir()
         text = (ROOT / "policies" / "SURG.00126.yaml").read_text()
         (revised / "SURG.00126.yaml").write_text(text.replace('version: "2024-04-01"', 'version: "2026-01-01"', 1))
-        after_revision = create_app({"database_url": database_url, "policies_dir": str(revised), "id_hash_key": KEY})
+        after_revision = make_app(policies_dir=str(revised))
         (card,) = call(after_revision.test_client(), SIGN, IRE)["cards"]
         assert "version 2026-01-01" in card["detail"]
 
-    def test_order_sign_can_be_configured_to_repeat(self, database_url, data_dir):
-        app = create_app({"database_url": database_url, "upgrade_db": True, "repeat_on_sign": True})
+    def test_order_sign_can_be_configured_to_repeat(self, make_app):
+        app = make_app(repeat_on_sign=True)
         client = app.test_client()
         call(client, SELECT, IRE)
         app.extensions["cds_store"].flush(10)
         assert len(call(client, SIGN, IRE)["cards"]) == 1
+
+    def test_no_crd_system_action_is_repeated_either(self, make_app):
+        app = make_app(crd_coverage_info=True)
+        client = app.test_client()
+        first = call(client, SELECT, IRE)
+        assert [a["resource"]["id"] for a in first["systemActions"]] == ["sr-ire"]
+        app.extensions["cds_store"].flush(10)
+        again = call(client, SIGN, IRE, NANO)
+        assert [a["resource"]["id"] for a in again["systemActions"]] == ["sr-nano"]
 
     def test_order_select_itself_always_shows_the_card(self, client, store):
         call(client, SELECT, IRE)

@@ -190,8 +190,8 @@ class Store:
         """Write ``batch`` in the background: returns at once, never raises for the database."""
         self.writer.submit(batch)
 
-    def save(self, batch: Batch) -> bool:
-        """Write ``batch`` now; when the database is unreachable, spool it. True if written now."""
+    def save(self, batch: Batch) -> None:
+        """Write ``batch`` now; when the database is unreachable, spool it (written when it is back)."""
         try:
             self.write(batch)
         except SQLAlchemyError as exc:
@@ -200,8 +200,6 @@ class Store:
             log.warning("database unreachable (%s); batch kept in the spool", type(exc).__name__)
             self.spool.append(batch)
             self.writer.retry_later()
-            return False
-        return True
 
     def flush(self, timeout: float) -> bool:
         """Wait until this process's queued batches are written or spooled."""
