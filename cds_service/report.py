@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, distinct, func, select
+from sqlalchemy import ColumnElement, Connection, and_, distinct, exists, func, select
 
 from cds_service.config import Settings
 from cds_service.storage import Store
@@ -159,10 +159,12 @@ def build_report(connection: Connection, since: dt.datetime | None, until: dt.da
     for policy, service, count in connection.execute(removed):
         row(policy, service).orders_removed = count
 
+    # Decided by the cards present now, not by card_known: a card whose record reached the database
+    # after its feedback (both spooled during an outage) is this service's card after all.
     unknown = connection.scalar(
         select(func.count())
         .select_from(feedback)
-        .where(feedback.c.card_known.is_(False), *_period(feedback.c.outcome_at, since, until))
+        .where(~exists().where(_CARD_FEEDBACK), *_period(feedback.c.outcome_at, since, until))
     )
     return Report(since, until, tuple(figures[key] for key in sorted(figures)), int(unknown or 0))
 

@@ -12,6 +12,7 @@ when the database is unreachable. Either way nothing is lost and nothing is writ
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import weakref
@@ -104,6 +105,19 @@ def _resolve_card_known(connection: Connection, rows: list[dict[str, Any]]) -> N
         row["card_known"] = (row["card_uuid"], row["service_id"]) in issued
 
 
+# Stores alive in this process; weak, so an application that is dropped (tests make many) takes
+# its connection pool with it.
+_OPEN_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """Queued audit records are written (or spooled) when the process exits; gunicorn workers
+    exit normally on SIGTERM, so a graceful shutdown loses nothing."""
+    for store in list(_OPEN_STORES):
+        store.writer.close()
+
+
 class Store:
     """The service's database and audit spool. One per application; safe to use from any thread."""
 
@@ -113,8 +127,7 @@ class Store:
         self.embedded = embedded
         self.writer = BackgroundWriter(self)
         self._pid = os.getpid()
-        # Flush queued audit records when the process exits (gunicorn workers exit normally).
-        weakref.finalize(self, self.writer.close)
+        _OPEN_STORES.add(self)
 
     @classmethod
     def create(cls, settings: Settings) -> Store:
