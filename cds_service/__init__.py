@@ -57,8 +57,9 @@ def create_app(test_config: Settings | Mapping[str, Any] | None = None) -> Flask
 
     from cds_service import api, evidence  # noqa: PLC0415 - blueprints import the app's helpers
     from cds_service.security import init_security  # noqa: PLC0415
+    from cds_service.storage.replay import SqlReplayCache  # noqa: PLC0415
 
-    init_security(app, settings)
+    init_security(app, settings, SqlReplayCache(audit.store))
 
     app.register_blueprint(api.bp)
     app.register_blueprint(evidence.bp)

@@ -19,6 +19,7 @@ exp, signature by kid, jti never reused) and these choices:
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 import time
@@ -151,20 +152,26 @@ class ReplayCache(Protocol):
 
 
 class MemoryReplayCache:
-    """One process only: for the CLI and tests. Servers use the database-backed cache."""
+    """One process only: for the CLI, tests, and a database outage. Servers share the database's."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._seen: dict[tuple[str, str], float] = {}
+        self._expiry: list[tuple[float, tuple[str, str]]] = []  # heap: earliest expiry first
         self._lock = threading.Lock()
         self._clock = clock
 
     def claim(self, issuer: str, jti: str, expires_at: float) -> bool:
         now = self._clock()
+        key = (issuer, jti)
         with self._lock:
-            self._seen = {k: exp for k, exp in self._seen.items() if exp > now}
-            if (issuer, jti) in self._seen:
+            while self._expiry and self._expiry[0][0] <= now:
+                _, old = heapq.heappop(self._expiry)
+                if self._seen.get(old, now + 1) <= now:
+                    del self._seen[old]
+            if key in self._seen:
                 return False
-            self._seen[(issuer, jti)] = expires_at
+            self._seen[key] = expires_at
+            heapq.heappush(self._expiry, (expires_at, key))
             return True
 
 

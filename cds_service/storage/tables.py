@@ -169,6 +169,18 @@ shown_decisions = Table(
     Column("card_uuid", String(UUID), nullable=False),
 )
 
-# Tables in the order rows must be written (parents first).
+# JWT ids already accepted, shared by every worker and instance on the database (CDS Hooks 2.0:
+# jti "used to protect against replay attacks"). Keyed by a hash of issuer and jti, so neither
+# length nor content of what a client sends decides the key; rows are purged once expired.
+jwt_replay = Table(
+    "jwt_replay",
+    metadata,
+    Column("token_key", String(HASH), primary_key=True),
+    Column("expires_at", UtcDateTime(), nullable=False, index=True),
+)
+
+# Tables written through audit batches, in the order rows must be written (parents first).
 WRITE_ORDER: tuple[Table, ...] = (hook_calls, cards, card_orders, feedback, feedback_suggestions, shown_decisions)
 TABLES = {table.name: table for table in WRITE_ORDER}
+# Tables written directly, because the caller needs the answer at once.
+DIRECT_TABLES: tuple[Table, ...] = (jwt_replay,)
