@@ -419,3 +419,16 @@ def test_loopback_hosts(host):
     from cds_service.cli import _is_loopback  # noqa: PLC0415
 
     assert _is_loopback(host)
+
+
+def test_the_audit_trail_records_the_verified_issuer(client_for, ec_key):
+    from sqlalchemy import select  # noqa: PLC0415
+
+    from cds_service.storage.tables import hook_calls  # noqa: PLC0415
+
+    client = client_for([{"iss": ISS, "jwks": {"keys": [ec_key.jwk]}}])
+    assert call(client, ec_key.token()).status_code == 200
+    store = client.application.extensions["cds_store"]
+    assert store.flush(10)
+    with store.connect() as connection:
+        assert connection.execute(select(hook_calls.c.client)).scalars().all() == [ISS]
