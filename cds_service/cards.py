@@ -20,13 +20,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from cds_service.matching import OrderMatch, Reason, ReasonKind
-from cds_service.policy import PlanNote, Policy, PolicyError, describe_validation_error
+from cds_service.policy import PlanNote, Policy, PolicyError, read_yaml_file, validation_problems
 
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 SUMMARY_LIMIT = 140  # CDS Hooks 2.0 Card.summary: "<140-character summary"
@@ -169,9 +168,9 @@ _ENV = SandboxedEnvironment(undefined=StrictUndefined, trim_blocks=True, lstrip_
 
 
 def _compile(path: Path) -> CompiledCard:
+    document = read_yaml_file(path, "card template")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        spec = CardSpec.model_validate(raw)
+        spec = CardSpec.model_validate(document.data)
         return CompiledCard(
             spec=spec,
             summary=_ENV.from_string(spec.summary),
@@ -184,10 +183,8 @@ def _compile(path: Path) -> CompiledCard:
             coverage_none=_ENV.from_string(spec.coverage_information.no_coverage),
             coverage_action=_ENV.from_string(spec.coverage_information.action_description),
         )
-    except (OSError, yaml.YAMLError) as exc:
-        raise PolicyError(f"{path}: cannot read card template: {exc}") from exc
     except ValidationError as exc:
-        raise PolicyError(f"{path}: {describe_validation_error(exc)}") from exc
+        raise PolicyError(problems=validation_problems(path, exc, document)) from exc
     except TemplateError as exc:
         raise PolicyError(f"{path}: template error: {exc}") from exc
 

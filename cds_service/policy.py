@@ -9,7 +9,8 @@ Nothing here knows about HTTP.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -17,11 +18,32 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
+from cds_service.yamlpos import YamlDocument, error_line, parse_yaml
+
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong in a policy or card file, written ``file:line: field: message`` like a compiler's
+    diagnostics, so an editor or CI log viewer can jump to it."""
+
+    path: Path
+    line: int | None
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else str(self.path)
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
 class PolicyError(Exception):
-    """A policy or card file that cannot be used; the message names the file and the field."""
+    """A policy or card file that cannot be used; the message names the file, the line and the field."""
+
+    def __init__(self, message: str | None = None, problems: Sequence[Problem] = ()) -> None:
+        self.problems = tuple(problems)
+        super().__init__(message or "; ".join(str(p) for p in self.problems))
 
 
 class Strict(BaseModel):
@@ -207,21 +229,42 @@ def describe_validation_error(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def load_policy_file(path: Path) -> Policy:
+def validation_problems(path: Path, error: ValidationError, document: YamlDocument) -> list[Problem]:
+    """Every problem pydantic found, each with the line it sits on in ``document``."""
+    return [
+        Problem(
+            path,
+            document.line_of(item["loc"]),
+            ".".join(str(p) for p in item["loc"]) or None,
+            str(item["msg"]).removeprefix("Value error, "),
+        )
+        for item in error.errors(include_url=False)
+    ]
+
+
+def read_yaml_file(path: Path, what: str) -> YamlDocument:
+    """A YAML file whose top level must be a mapping of ``what`` fields."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = parse_yaml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"{path}: cannot read: {exc}") from exc
+        raise PolicyError(problems=[Problem(path, None, None, f"cannot read: {exc}")]) from exc
     except yaml.YAMLError as exc:
-        raise PolicyError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise PolicyError(f"{path}: expected a mapping of policy fields at the top level")
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PolicyError(problems=[Problem(path, error_line(exc), None, f"not valid YAML: {problem}")]) from exc
+    if not isinstance(document.data, dict):
+        raise PolicyError(problems=[Problem(path, 1, None, f"expected a mapping of {what} fields at the top level")])
+    return document
+
+
+def load_policy_file(path: Path) -> Policy:
+    document = read_yaml_file(path, "policy")
     try:
-        policy = Policy.model_validate(raw)
+        policy = Policy.model_validate(document.data)
     except ValidationError as exc:
-        raise PolicyError(f"{path}: {describe_validation_error(exc)}") from exc
+        raise PolicyError(problems=validation_problems(path, exc, document)) from exc
     if path.stem != policy.id:
-        raise PolicyError(f"{path}: id: '{policy.id}' must match the file name ('{path.stem}.yaml')")
+        message = f"'{policy.id}' must match the file name ('{path.stem}.yaml')"
+        raise PolicyError(problems=[Problem(path, document.line_of(("id",)), "id", message)])
     return policy
 
 
