@@ -96,3 +96,5 @@ SERVICES: tuple[ServiceDefinition, ...] = (
 )
 
 SERVICES_BY_ID: Mapping[str, ServiceDefinition] = MappingProxyType({s.id: s for s in SERVICES})
+# One service per hook, so tools that hold a request can find the service that answers it.
+SERVICES_BY_HOOK: Mapping[Hook, ServiceDefinition] = MappingProxyType({s.hook: s for s in SERVICES})
