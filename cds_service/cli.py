@@ -14,13 +14,23 @@ from pydantic import ValidationError
 
 from cds_service import create_app
 from cds_service.auth import TrustedClientsError
-from cds_service.config import Settings
+from cds_service.commands.check import add_check_command
+from cds_service.commands.common import (
+    EXIT_STATUS_HELP,
+    CommandError,
+    ExitCode,
+    add_engine_options,
+    settings_from_args,
+)
+from cds_service.commands.demo import add_demo_command
+from cds_service.commands.policies import add_policies_command
+from cds_service.commands.selfcheck import add_selfcheck_command
 from cds_service.policy import PolicyError, describe_validation_error
 from cds_service.report import add_report_command
 from cds_service.storage import StorageError
 from cds_service.storage.commands import add_db_command
 
-EXIT_USAGE = 2
+EXIT_USAGE = ExitCode.USAGE
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
@@ -53,13 +63,8 @@ def _is_loopback(host: str) -> bool:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(
-        base_url=args.base_url,
-        policies_dir=args.policies,
-        cards_dir=args.cards,
-        payer_name=args.payer_name,
-        trusted_clients=args.trusted_clients,
-        upgrade_db=args.upgrade_db or None,
+    settings = settings_from_args(
+        args, base_url=args.base_url, trusted_clients=args.trusted_clients, upgrade_db=args.upgrade_db or None
     )
     if settings.trusted_clients is None and not _is_loopback(args.host) and not args.allow_anonymous:
         print(
@@ -103,9 +108,7 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:  # type: ig
     serve.add_argument("--port", type=int, default=8080, help="port to bind (default: 8080)")
     serve.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default: 2)")
     serve.add_argument("--base-url", help="public base URL for card links, e.g. https://cds.example.org")
-    serve.add_argument("--policies", help="policy directory (default: the bundled policies/)")
-    serve.add_argument("--cards", help="card template directory (default: the bundled cards/)")
-    serve.add_argument("--payer-name", help="health plan name shown as the card source")
+    add_engine_options(serve)
     serve.add_argument(
         "--trusted-clients", help="YAML/JSON file of CDS clients whose JWTs are accepted (turns authentication on)"
     )
@@ -125,6 +128,10 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (  # type: 
     add_serve_command,
     add_db_command,
     add_report_command,
+    add_check_command,
+    add_policies_command,
+    add_demo_command,
+    add_selfcheck_command,
 )
 
 
@@ -132,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cds-service",
         description="CDS Hooks 2.0 service for payer medical policies (e.g. SURG.00126, IRE).",
+        epilog=EXIT_STATUS_HELP,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_command in COMMANDS:
@@ -143,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
-    except (PolicyError, TrustedClientsError, StorageError) as exc:
+    except (PolicyError, TrustedClientsError, StorageError, CommandError) as exc:
         print(f"cds-service: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ValidationError as exc:

@@ -18,6 +18,7 @@ from pytest_httpserver import HTTPServer
 
 from cds_service import create_app
 from tests.pgserver import PostgresServer, find_bindir
+from tests.servers import running_server
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CDS_SHARED_DIR", ROOT.parent / "shared"))
@@ -219,3 +220,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     name = f"cds_{uuid.uuid4().hex[:12]}"
     yield server.create_database(name)
     server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`cds-service serve` with its defaults (as the examples were recorded), shared across modules."""
+    directory = tmp_path_factory.mktemp("live-server")
+    env = {"CDS_PAYER_NAME": "Health plan", "CDS_DATA_DIR": str(directory / "data")}
+    with running_server(directory / "serve.log", env=env) as url:
+        yield url

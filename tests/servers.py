@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -63,3 +64,14 @@ class Server:
                 self.process.kill()
                 raise
         return self.process.returncode
+
+
+@contextmanager
+def running_server(log: Path, *args: str, env: Mapping[str, str] | None = None, workers: int = 2) -> Iterator[str]:
+    """A :class:`Server` for the length of a ``with`` block, yielding its URL; it must stop cleanly."""
+    server = Server(log, env or {}, *args, workers=workers)
+    try:
+        yield server.url
+    finally:
+        status = server.stop()
+    assert status == 0, server.output()

@@ -3,61 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 
 from tests.conftest import ROOT, assert_valid_response
+from tests.servers import CLI, running_server
 
 pytestmark = pytest.mark.e2e
-CLI = Path(sys.executable).parent / "cds-service"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [str(CLI), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "CDS_PAYER_NAME": "Example Health"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"cds-service exited early:\n{process.stdout.read()}")
-        try:
-            requests.get(f"{url}/cds-services", timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    else:
-        process.kill()
-        pytest.fail("cds-service did not start within 30 s")
-    yield url
-    process.send_signal(signal.SIGTERM)
-    try:
-        output, _ = process.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        raise
-    assert process.returncode == 0, output
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("e2e") / "serve.log"
+    with running_server(log, env={"CDS_PAYER_NAME": "Example Health"}) as url:
+        yield url
 
 
 def test_console_script_is_installed():

@@ -1,0 +1,1 @@
+"""The ``cds-service`` sub-commands other than ``serve``: one module each, registered in ``cli.COMMANDS``."""
