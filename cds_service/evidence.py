@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, render_template
 
 from cds_service.errors import NotFound
-from cds_service.policy import DesignCategory, Policy
+from cds_service.policy import DesignCategory, IndicationGroup, Policy, Study
 from cds_service.terminology import CANONICAL_URI, DISPLAY_NAME
 from cds_service.web import base_url, engine
 
@@ -20,6 +21,16 @@ DESIGN_LABELS = {
     DesignCategory.PROSPECTIVE_SINGLE_ARM: "Prospective, single arm",
     DesignCategory.RETROSPECTIVE_COMPARATIVE: "Retrospective, comparative",
     DesignCategory.CASE_SERIES: "Case series",
+}
+
+INDICATION_LABELS = {
+    IndicationGroup.LIVER: "Liver",
+    IndicationGroup.PANCREAS: "Pancreas",
+    IndicationGroup.PROSTATE: "Prostate",
+    IndicationGroup.LUNG: "Lung",
+    IndicationGroup.KIDNEY: "Kidney",
+    IndicationGroup.CARDIAC: "Heart",
+    IndicationGroup.MIXED: "Several organs",
 }
 
 # Content-Security-Policy for a page with no script and one inline stylesheet.
@@ -59,24 +70,62 @@ def evidence_document(policy: Policy, base: str) -> dict[str, Any]:
     return data
 
 
-def _chart(policy: Policy) -> dict[str, Any]:
-    """Bar geometry for the server-rendered SVG: one bar per study, sized by IRE subjects."""
-    studies = sorted(policy.evidence.studies, key=lambda s: (s.indication_group, -s.ire_subjects))
-    widest = max(s.ire_subjects for s in studies)
-    rows = []
-    for index, study in enumerate(studies):
-        rows.append(
-            {
-                "y": 28 + index * 26,
-                "width": max(2, round(380 * study.ire_subjects / widest)),
-                "label": f"{study.author} {study.year}",
-                "group": study.indication_group.value,
-                "design": study.design_category.value,
-                "design_label": DESIGN_LABELS[study.design_category],
-                "n": study.ire_subjects,
-            }
-        )
-    return {"rows": rows, "height": 28 + len(rows) * 26 + 40, "legend": DESIGN_LABELS}
+@dataclass(frozen=True, slots=True)
+class StudyGroup:
+    """The studies of one indication, largest first: one block of the chart and of the table."""
+
+    indication: IndicationGroup
+    label: str
+    studies: tuple[Study, ...]
+
+    @property
+    def patients(self) -> int:
+        return sum(study.ire_subjects for study in self.studies)
+
+
+def study_groups(policy: Policy) -> list[StudyGroup]:
+    """Studies grouped by indication (in the enum's order), each group sorted by IRE patients."""
+    ranked = sorted(policy.evidence.studies, key=lambda s: (-s.ire_subjects, s.author))
+    return [
+        StudyGroup(group, INDICATION_LABELS[group], tuple(s for s in ranked if s.indication_group is group))
+        for group in IndicationGroup
+        if any(s.indication_group is group for s in ranked)
+    ]
+
+
+# Chart geometry, in pixels: a heading line per indication, then per study a label line over its
+# bar. Horizontal positions are percentages of the chart's width, so the chart fills a phone or a
+# desktop column without scaling its text.
+CHART_HEADING = 34
+CHART_ROW = 44
+BAR_HEIGHT = 16
+BAR_SPAN = 80  # per cent of the width the largest bar takes; the rest holds its count
+
+
+def _chart(groups: list[StudyGroup]) -> dict[str, Any]:
+    """Geometry for the server-rendered SVG: each study's IRE patients, by indication and design."""
+    widest = max(study.ire_subjects for group in groups for study in group.studies)
+    y = 0
+    blocks = []
+    for group in groups:
+        heading_y = y + 22
+        y += CHART_HEADING
+        bars = []
+        for study in group.studies:
+            bars.append(
+                {
+                    "label_y": y + 14,
+                    "bar_y": y + 20,
+                    "percent": round(max(0.5, BAR_SPAN * study.ire_subjects / widest), 1),
+                    "label": f"{study.author} {study.year}",
+                    "design": study.design_category.value,
+                    "design_label": DESIGN_LABELS[study.design_category],
+                    "n": study.ire_subjects,
+                }
+            )
+            y += CHART_ROW
+        blocks.append({"group": group, "y": heading_y, "bars": bars})
+    return {"blocks": blocks, "height": y + 4, "bar_height": BAR_HEIGHT}
 
 
 def _with_headers(response: Response) -> Response:
@@ -92,10 +141,12 @@ def evidence_json(policy_id: str) -> Response:
 @bp.get("/<policy_id>")
 def evidence_page(policy_id: str) -> Response:
     policy = _policy(policy_id)
+    groups = study_groups(policy)
     html = render_template(
         "evidence.html",
         doc=evidence_document(policy, base_url()),
-        chart=_chart(policy),
+        groups=groups,
+        chart=_chart(groups),
         design_labels={k.value: v for k, v in DESIGN_LABELS.items()},
     )
     return _with_headers(Response(html, mimetype="text/html"))
