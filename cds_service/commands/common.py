@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cds_service.config import Settings
+from cds_service.crd import CrdOptions
 from cds_service.engine import Engine
 
 
@@ -55,8 +56,10 @@ def settings_from_args(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 
 def load_engine(settings: Settings) -> Engine:
-    """The same engine ``serve`` builds; a broken policy or card file raises ``PolicyError`` (exit 2)."""
-    return Engine.load(settings.policies_dir, settings.cards_dir, settings.payer_name)
+    """The engine ``serve`` builds from the same settings; a broken policy or card file raises
+    ``PolicyError`` (exit 2)."""
+    crd = CrdOptions(settings.crd_coverage_info, settings.crd_system_actions)
+    return Engine.load(settings.policies_dir, settings.cards_dir, settings.payer_name, crd)
 
 
 def read_json(source: str) -> object:
