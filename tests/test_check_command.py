@@ -123,3 +123,11 @@ def test_missing_file_and_empty_folder(tmp_path, capsys):
 def test_a_broken_policy_directory_is_a_usage_error(tmp_path, capsys):
     code, _, err = run(capsys, "check", "--policies", str(tmp_path), str(ROOT / "examples" / "order-sign-ire.json"))
     assert code == 2 and "no policy files" in err
+
+
+def test_configuration_is_the_servers(capsys, monkeypatch):
+    """CDS_* settings shape the offline answer as they shape the server's: here CRD coverage information."""
+    monkeypatch.setenv("CDS_CRD_COVERAGE_INFO", "true")
+    code, out, _ = run(capsys, "check", "--json", str(ROOT / "examples" / "order-sign-crd-ire.json"))
+    (action,) = json.loads(out)["systemActions"]
+    assert code == 1 and action["type"] == "update" and action["resource"]["id"] == "sr-1357"
