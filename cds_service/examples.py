@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,10 @@ class Example:
     name: str
     request: dict[str, Any]
     response: dict[str, Any]
+
+    def fresh_request(self) -> dict[str, Any]:
+        """The request with a new hookInstance: a client sends a fresh one on every call."""
+        return {**self.request, "hookInstance": str(uuid.uuid4())}
 
     @property
     def service(self) -> ServiceDefinition:

@@ -97,6 +97,20 @@ class Client:
             raise CommandError(f"{method} {url}: {exc}") from None
 
 
+def describe_status(response: requests.Response) -> str:
+    """The status; for an error, also the OperationOutcome's diagnostics or the start of the body."""
+    if response.ok:
+        return str(response.status_code)
+    try:
+        body = response.json()
+    except ValueError:
+        return f"{response.status_code}: {response.text[:200]!r}"
+    issues = body.get("issue") if isinstance(body, dict) else None
+    if isinstance(issues, list) and issues and isinstance(issues[0], dict):
+        return f"{response.status_code}: {issues[0].get('diagnostics', '')}"
+    return f"{response.status_code}: {str(body)[:200]}"
+
+
 def add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url",

@@ -9,38 +9,16 @@ and the base URL of links aside; a different payer name or policy set shows up t
 from __future__ import annotations
 
 import argparse
-import uuid
-from typing import Any
 
-import requests
 from rich.console import Console
 from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
 from cds_service.commands.cardview import response_view
-from cds_service.commands.client import add_client_options, client_from_args
+from cds_service.commands.client import add_client_options, client_from_args, describe_status
 from cds_service.commands.common import ExitCode
 from cds_service.examples import RECORDED_BASE_URL, comparable, load_examples
-
-
-def with_fresh_instance(request: dict[str, Any]) -> dict[str, Any]:
-    """The request with a new hookInstance: clients send a fresh one on every call."""
-    return {**request, "hookInstance": str(uuid.uuid4())}
-
-
-def describe_status(response: requests.Response) -> str:
-    """The status; for an error, also the OperationOutcome's diagnostics or the start of the body."""
-    if response.ok:
-        return str(response.status_code)
-    try:
-        body = response.json()
-    except ValueError:
-        return f"{response.status_code}: {response.text[:200]!r}"
-    issues = body.get("issue") if isinstance(body, dict) else None
-    if isinstance(issues, list) and issues and isinstance(issues[0], dict):
-        return f"{response.status_code}: {issues[0].get('diagnostics', '')}"
-    return f"{response.status_code}: {str(body)[:200]}"
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -52,7 +30,7 @@ def _demo(args: argparse.Namespace) -> int:
     failed = False
     for example in load_examples():
         path = f"/cds-services/{example.service.id}"
-        response = client.call("POST", path, json=with_fresh_instance(example.request))
+        response = client.call("POST", path, json=example.fresh_request())
         console.print(Rule(f"{example.name} → POST {path}", align="left"))
         try:
             body = response.json() if response.status_code == 200 else None

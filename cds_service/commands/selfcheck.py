@@ -33,9 +33,14 @@ from rich.console import Console
 from rich.table import Table
 
 from cds_service.cardrules import Rule, response_problems
-from cds_service.commands.client import TOKEN_LIFETIME_S, Client, add_client_options, client_from_args
+from cds_service.commands.client import (
+    TOKEN_LIFETIME_S,
+    Client,
+    add_client_options,
+    client_from_args,
+    describe_status,
+)
 from cds_service.commands.common import CommandError, ExitCode
-from cds_service.commands.demo import describe_status, with_fresh_instance
 from cds_service.examples import Example, load_examples
 from cds_service.hookrequest import Hook
 
@@ -65,7 +70,7 @@ class Row:
 class HookCall:
     example: Example
     response: requests.Response
-    body: dict[str, Any] | None
+    body: dict[str, Any]
 
 
 def _json(response: requests.Response) -> object:
@@ -155,7 +160,7 @@ class SelfCheck:
         service = self.services.get(Hook.ORDER_SIGN) or next(iter(self.services.values()), None)
         if service is None or not self.examples:
             return False, "no service to call"
-        request = with_fresh_instance(self.examples[0].request)
+        request = self.examples[0].fresh_request()
         response = self.client.call("POST", f"/cds-services/{service}", sign=False, json=request)
         if response.status_code != 401:
             return False, f"{response.status_code}: anyone can call the hooks (no trusted clients configured)"
@@ -173,9 +178,7 @@ class SelfCheck:
                 self.add("Hook calls", check, False, f"no {hook.value} service", Outcome.SKIP)
                 continue
             try:
-                response = self.client.call(
-                    "POST", f"/cds-services/{service}", json=with_fresh_instance(example.request)
-                )
+                response = self.client.call("POST", f"/cds-services/{service}", json=example.fresh_request())
             except CommandError as exc:
                 self.add("Hook calls", check, False, str(exc))
                 continue
@@ -196,14 +199,14 @@ class SelfCheck:
         service = self.services.get(Hook.ORDER_SIGN)
         if select is None or service is None:
             return
-        response = self.client.call("POST", f"/cds-services/{service}", json=with_fresh_instance(select.request))
+        response = self.client.call("POST", f"/cds-services/{service}", json=select.fresh_request())
         check = "order-select request sent to the order-sign service (sandbox habit)"
         body = _json(response)
         ok = response.status_code == 200 and isinstance(body, dict) and isinstance(body.get("cards"), list)
         self.add("Hook calls", check, ok, "200" if ok else describe_status(response))
 
     def card_rules(self, calls: list[HookCall]) -> None:
-        cards = sum(len(call.body.get("cards") or []) for call in calls if call.body)
+        cards = sum(len(call.body.get("cards") or []) for call in calls)
         if not calls:
             self.add("Cards", "card rules", False, "no hook call answered 200", Outcome.SKIP)
             return
@@ -223,7 +226,7 @@ class SelfCheck:
         cards = [
             (call, card)
             for call in calls
-            for card in (call.body or {}).get("cards") or []
+            for card in call.body.get("cards") or []
             if isinstance(card, dict) and isinstance(card.get("uuid"), str)
         ]
         if not cards:
@@ -302,7 +305,7 @@ class SelfCheck:
     def errors(self) -> None:
         service = next(iter(self.services.values()), "medical-policy-order-sign")
         json_type = {"Content-Type": "application/json"}
-        broken = with_fresh_instance(self.examples[0].request) if self.examples else {"hook": "order-sign"}
+        broken = self.examples[0].fresh_request() if self.examples else {"hook": "order-sign"}
         broken = {key: value for key, value in broken.items() if key != "context"}
         oversize = b"{" + b" " * self.max_body_bytes + b"}"
         cases: list[tuple[str, int, Callable[[], requests.Response]]] = [
@@ -342,7 +345,7 @@ class SelfCheck:
         url = self.client.url(path)
 
         def post(token: str | None) -> requests.Response:
-            return self.client.call("POST", path, token=token, json=with_fresh_instance(self.examples[0].request))
+            return self.client.call("POST", path, token=token, json=self.examples[0].fresh_request())
 
         label = f"{signer.algorithm}, kid {signer.kid}, iss {signer.iss}"
         first_token = signer.token(url)  # sent again below: the replay check
