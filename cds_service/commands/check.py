@@ -5,7 +5,8 @@ in a file, a folder of ``*.json`` files, or on standard input (``-``). Resources
 wrapped in an order-sign request (every order is evaluated) or, with ``--hook order-select``, an
 order-select request that selects every ``ServiceRequest``. The same :class:`Engine` the server
 runs evaluates them, so an analyst can run a folder of order catalogue entries through the policies
-without starting anything: exit code 1 means at least one card fired.
+without starting anything: exit code 1 means at least one card fired. Nothing is recorded and
+nothing is remembered between inputs (no audit trail, so no "already warned at order-select").
 """
 
 from __future__ import annotations
