@@ -131,6 +131,9 @@ class Study(Strict):
     finding: NonEmpty
     limitation: NonEmpty
     reference: int | None = None
+    # What the IRE group was compared with; null when there was no comparison group. Shown with
+    # each randomized trial, since "randomized" alone would overstate a trial of IRE against IRE.
+    comparator: NonEmpty | None = None
 
 
 class MetaAnalysis(Strict):

@@ -190,7 +190,7 @@ def test_links_resolve(visit, live_server):
     assert missing == []
     page.page.get_by_role("link", name="Studies", exact=True).click()
     top = page.evaluate("() => document.getElementById('studies').getBoundingClientRect().top")
-    assert 0 <= top < 100
+    assert -1 <= top < 100  # scrolled to the section (sub-pixel layout may land a fraction above 0)
     assert page.page.url.endswith("#studies")
     page.page.locator('a[href="#ref-41"]').first.click()
     assert page.evaluate("() => document.getElementById('ref-41').getBoundingClientRect().top") < DESKTOP["height"]

@@ -113,3 +113,11 @@ def test_page_urls_follow_the_request_host():
     client = create_app({}).test_client()
     data = client.get("/evidence/SURG.00126.json", base_url="http://10.0.0.5:9000").json
     assert data["urls"]["html"] == "http://10.0.0.5:9000/evidence/SURG.00126"
+
+
+def test_randomized_trials_show_what_they_compared(client):
+    html = client.get("/evidence/SURG.00126").get_data(as_text=True)
+    (rct,) = [s for s in SURG.evidence.studies if s.design_category.value == "rct"]
+    assert rct.comparator and f"{rct.author} {rct.year} compared with: {rct.comparator}" in html
+    data = client.get("/evidence/SURG.00126.json").json
+    assert {s["author"]: s["comparator"] for s in data["evidence"]["studies"]}[rct.author] == rct.comparator
