@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +13,7 @@ from cds_service.config import Settings
 from cds_service.crd import CrdOptions
 from cds_service.engine import Engine
 from cds_service.errors import register_error_handlers
+from cds_service.logs import configure_logging
 
 __all__ = ["Settings", "create_app"]
 
@@ -30,7 +30,7 @@ def create_app(test_config: Settings | Mapping[str, Any] | None = None) -> Flask
     (raising :class:`cds_service.policy.PolicyError`) rather than a request.
     """
     settings = test_config if isinstance(test_config, Settings) else Settings.from_env(**dict(test_config or {}))
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -52,15 +52,19 @@ def create_app(test_config: Settings | Mapping[str, Any] | None = None) -> Flask
         origins=list(settings.cors_origins),
         methods=["GET", "POST", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
+        expose_headers=["X-Request-ID"],
         max_age=86400,
     )
 
-    from cds_service import api, evidence  # noqa: PLC0415 - blueprints import the app's helpers
+    # Imported here, not at the top: they import prometheus_client, which must not load before
+    # `cds-service serve` has set PROMETHEUS_MULTIPROC_DIR (see cds_service.server).
+    from cds_service import api, evidence, ops, telemetry  # noqa: PLC0415
     from cds_service.security import init_security  # noqa: PLC0415
     from cds_service.storage.replay import SqlReplayCache  # noqa: PLC0415
 
+    telemetry.init_app(app)  # first, so the request id and timer exist for every other hook
     init_security(app, settings, SqlReplayCache(audit.store))
-
+    ops.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(evidence.bp)
     register_error_handlers(app)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import logging
 
 from flask import Blueprint, Response, g, jsonify, request
 
@@ -14,10 +13,10 @@ from cds_service.feedback import FeedbackRequest
 from cds_service.hookrequest import parse_hook_request
 from cds_service.security import authenticated
 from cds_service.services import SERVICES, SERVICES_BY_ID, ServiceDefinition
+from cds_service.telemetry import feedback_received, hook_evaluated
 from cds_service.validation import parse_model
 from cds_service.web import audit_trail, base_url, engine, settings
 
-log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/cds-services")
 
 
@@ -50,6 +49,10 @@ def read_json_body() -> object:
         raise BadRequest("the request body is not UTF-8 encoded JSON") from None
     except RecursionError:
         raise BadRequest(too_deep) from None
+    except ValueError:
+        # Python refuses integers of more than 4300 digits (int_max_str_digits), a guard against
+        # quadratic-time conversion; json.loads raises a plain ValueError for them.
+        raise BadRequest("the JSON body holds a number too long to read") from None
     # Counting brackets is a cheap upper bound on depth; walk the tree only when it could be too deep.
     if raw.count(b"[") + raw.count(b"{") > limit and _depth_exceeds(body, limit):
         raise BadRequest(too_deep)
@@ -76,14 +79,7 @@ def call_service(service_id: str) -> Response:
     fetcher = FhirFetcher(settings().fhir_budget_ms, settings().fhir_open_server)
     audit = audit_trail()
     evaluation = engine().evaluate(service, hook_request, base_url(), fetcher, audit.unseen)
-    log.info(
-        "service=%s hookInstance=%s examined=%d cards=%d already-shown=%d",
-        service.id,
-        hook_request.hookInstance,
-        evaluation.examined,
-        len(evaluation.response["cards"]),
-        len(evaluation.suppressed),
-    )
+    hook_evaluated(hook_request, evaluation)
     # Queued for the background writer: the response does not wait for the database.
     audit.record_hook_call(service, hook_request, evaluation, g.get("auth_client"))
     return jsonify(evaluation.response)
@@ -96,6 +92,5 @@ def feedback(service_id: str) -> Response:
     service = _service(service_id)
     items = parse_model(FeedbackRequest, read_json_body()).feedback
     received = audit_trail().record_feedback(service, items, g.get("auth_client"))
-    for item in items:
-        log.info("service=%s feedback card=%s outcome=%s", service.id, item.card, item.outcome.value)
+    feedback_received(service.id, items)
     return jsonify({"received": received})

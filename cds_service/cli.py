@@ -6,13 +6,10 @@ import argparse
 import ipaddress
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
 
-from flask import Flask
-from gunicorn.app.base import BaseApplication
 from pydantic import ValidationError
 
-from cds_service import create_app
 from cds_service.auth import TrustedClientsError
 from cds_service.commands.check import add_check_command
 from cds_service.commands.common import (
@@ -27,30 +24,11 @@ from cds_service.commands.policies import add_policies_command
 from cds_service.commands.selfcheck import add_selfcheck_command
 from cds_service.policy import PolicyError, describe_validation_error
 from cds_service.report import add_report_command
+from cds_service.server import default_pid_file, request_reload, serve
 from cds_service.storage import StorageError
 from cds_service.storage.commands import add_db_command
 
 EXIT_USAGE = ExitCode.USAGE
-
-
-class _Gunicorn(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
-    """gunicorn with its options set in code, serving an app that is already loaded."""
-
-    def __init__(self, app: Flask, options: dict[str, Any]) -> None:
-        self._app = app
-        self._options = options
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in self._options.items():
-            self.cfg.set(key, value)
-        # gunicorn 27 opens a control socket at one fixed path per user; two instances on one
-        # host would fight over it, and this service needs none.
-        if "control_socket_disable" in self.cfg.settings:
-            self.cfg.set("control_socket_disable", True)
-
-    def load(self) -> Flask:
-        return self._app
 
 
 def _is_loopback(host: str) -> bool:
@@ -73,30 +51,8 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    app = create_app(settings)  # policies and the database schema are checked here, before any worker starts
-    policies = app.extensions["cds_engine"].policies
-    print(f"cds-service: loaded policies {', '.join(p.id for p in policies)}", file=sys.stderr)
-    audit = app.extensions["cds_audit"]
-    print(f"cds-service: database {audit.store.location}", file=sys.stderr)
-    print(f"cds-service: patient and user ids hashed with the key from {audit.hasher.source}", file=sys.stderr)
-    print(f"cds-service: discovery at http://{args.host}:{args.port}/cds-services", file=sys.stderr)
-    _Gunicorn(
-        app,
-        {
-            "bind": f"{args.host}:{args.port}",
-            "workers": args.workers,
-            "worker_class": "sync",
-            # An EHR waits on us; a request still running after this is stuck, not slow.
-            "timeout": 30,
-            "graceful_timeout": 20,
-            "keepalive": 5,
-            "accesslog": None,
-            "errorlog": "-",
-            "loglevel": settings.log_level.lower(),
-            "limit_request_line": 8190,
-            "limit_request_fields": 100,
-        },
-    ).run()
+    pid_file = args.pid_file or default_pid_file(args.port)
+    serve(settings, host=args.host, port=args.port, workers=args.workers, pid_file=pid_file)
     return 0
 
 
@@ -120,7 +76,34 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:  # type: ig
     serve.add_argument(
         "--upgrade-db", action="store_true", help="apply pending database migrations first (CDS_UPGRADE_DB)"
     )
+    serve.add_argument(
+        "--pid-file", type=Path, help="where to write the master's pid (default: a runtime folder, per port)"
+    )
     serve.set_defaults(handler=_serve)
+
+
+def _reload(args: argparse.Namespace) -> int:
+    try:
+        message = request_reload(args.pid_file or default_pid_file(args.port))
+    except OSError as exc:
+        raise CommandError(str(exc)) from None  # no server to reach: exit code 2
+    print(f"cds-service: {message}", file=sys.stderr)
+    return ExitCode.OK
+
+
+def add_reload_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    reload = commands.add_parser(
+        "reload",
+        help="make a running server re-read its policy files",
+        description="Send SIGHUP to a running `cds-service serve`: it re-reads and checks the policy and card "
+        "files, then replaces its workers without dropping requests. A broken file is rejected and the "
+        "previous policies stay in service.",
+    )
+    reload.add_argument(
+        "--port", type=int, default=8080, help="the server's port, to find its pid file (default: 8080)"
+    )
+    reload.add_argument("--pid-file", type=Path, help="the server's pid file (default: the one serve uses for --port)")
+    reload.set_defaults(handler=_reload)
 
 
 # Each entry adds one sub-command (with its handler) to the parser.
@@ -132,6 +115,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (  # type: 
     add_policies_command,
     add_demo_command,
     add_selfcheck_command,
+    add_reload_command,
 )
 
 

@@ -134,8 +134,9 @@ class Engine:
         match is shown."""
         if request.hook != service.hook:
             # The reference sandbox stamps the current screen's hook on every call, so an
-            # order-sign service may hear "order-select". The service's own hook decides.
-            log.info(
+            # order-sign service may hear "order-select". The service's own hook decides. The
+            # request's log line names both (cds_service.telemetry), so this detail is DEBUG.
+            log.debug(
                 "hookInstance=%s: request says hook %r, service %s answers as %s",
                 request.hookInstance,
                 request.hook,

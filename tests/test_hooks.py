@@ -132,7 +132,9 @@ def test_the_service_hook_decides_not_the_request(post_hook, path, wrong_hook, c
     body = hook_request(IRE, CT, hook=wrong_hook, selections=["ServiceRequest/sr-ire"])
     caplog.set_level("INFO")
     assert len(post_hook(path, body)["cards"]) == 1
-    assert "answers as" in caplog.text
+    # The request line names both: the hook the request claims and the service that answered.
+    (line,) = [r for r in caplog.records if r.name == "cds_service.request"]
+    assert line.hook == wrong_hook and line.service == path.rsplit("/", 1)[1]
 
 
 def test_other_resource_types_are_not_examined(post_hook):
