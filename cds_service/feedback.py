@@ -9,14 +9,32 @@ explicit). The response body is not specified by CDS Hooks; this service answers
 from __future__ import annotations
 
 import datetime as dt
+import re
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 # Card and suggestion uuids, reason codes: what this service hands out is far shorter; the bound
 # keeps a hostile client from filling the feedback table with megabyte "ids".
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+# RFC 3339 section 5.6 "date-time" (upper or lower case T and Z, seconds required). pydantic alone
+# would also take Unix times (0, "1700000000") and date-times without seconds.
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"  # full-date "T" partial-time
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"  # time-offset
+)
+
+
+def _rfc3339_string(value: object) -> object:
+    if not (isinstance(value, str) and _RFC3339.fullmatch(value)):
+        raise ValueError("must be an RFC 3339 date-time with a timezone offset, such as 2026-11-26T14:30:00Z")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_string)]
 
 
 class Outcome(StrEnum):
@@ -43,6 +61,16 @@ class OverrideReason(_Lenient):
     reason: ReasonCoding | None = None
     userComment: str | None = None
 
+    # The rule below, restated in JSON Schema for the OpenAPI document (cds_service.openapi).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["reason"], "properties": {"reason": {"type": "object"}}},
+                {"required": ["userComment"], "properties": {"userComment": {"type": "string", "minLength": 1}}},
+            ]
+        }
+    )
+
     @model_validator(mode="after")
     def _something_said(self) -> OverrideReason:
         if self.reason is None and not self.userComment:
@@ -56,7 +84,17 @@ class FeedbackItem(_Lenient):
     acceptedSuggestions: list[AcceptedSuggestion] | None = None
     overrideReason: OverrideReason | None = None
     # RFC 3339 section 5.6 date-time with an offset ("1985-04-12T23:20:50.52Z").
-    outcomeTimestamp: AwareDatetime
+    outcomeTimestamp: Timestamp
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"required": ["outcome"], "properties": {"outcome": {"const": Outcome.ACCEPTED.value}}},
+            "then": {
+                "required": ["acceptedSuggestions"],
+                "properties": {"acceptedSuggestions": {"type": "array", "minItems": 1}},
+            },
+        }
+    )
 
     @model_validator(mode="after")
     def _conditional_fields(self) -> FeedbackItem:

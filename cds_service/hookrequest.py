@@ -57,7 +57,8 @@ class FhirAuthorization(Lenient):
     # "FHIR Resource Access": treat it as transient).
     access_token: NonEmpty
     token_type: NonEmpty
-    expires_in: int
+    # An integer, not "3600" or true: what the spec types (and the OpenAPI document says) is taken.
+    expires_in: int = Field(strict=True)
     scope: NonEmpty
     subject: NonEmpty
     patient: str | None = None
@@ -73,6 +74,14 @@ class HookRequest(Lenient):
     context: OrderContext
     prefetch: dict[str, Any] | None = None
     extension: dict[str, Any] | None = None
+
+    # The rule below, restated in JSON Schema for the OpenAPI document (cds_service.openapi).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"required": ["fhirAuthorization"], "properties": {"fhirAuthorization": {"type": "object"}}},
+            "then": {"required": ["fhirServer"], "properties": {"fhirServer": {"type": "string", "minLength": 1}}},
+        }
+    )
 
     @model_validator(mode="after")
     def _fhir_server_with_authorization(self) -> HookRequest:

@@ -29,7 +29,7 @@ from cds_service.schemas import (
     OperationOutcome,
     Readiness,
 )
-from cds_service.services import SERVICES
+from cds_service.services import SERVICES, OrderScope
 
 OPENAPI_KEY = "cds_openapi"
 _REQUEST_ID = "X-Request-ID"
@@ -50,8 +50,9 @@ _DESCRIPTION = """\
 CDS Hooks 2.0 service (order-select, order-sign) that answers with cards for payer medical \
 policies, such as SURG.00126 (irreversible electroporation).
 
-Every error is a FHIR `OperationOutcome` in JSON. A method a path does not list is answered with \
-405 and an `Allow` header. Every response carries `X-Request-ID`: the request's own header when \
+Every error is a FHIR `OperationOutcome` in JSON. A path not listed here (such as an unknown \
+CDS Service id) is answered with 404, a method a path does not list with 405 and an `Allow` \
+header. Every response carries `X-Request-ID`: the request's own header when \
 it looks like an id, otherwise a fresh UUID."""
 
 
@@ -98,13 +99,6 @@ def build_document(policies: Sequence[Policy], base_url: str | None) -> dict[str
     def json_body(description: str, model: type[BaseModel]) -> dict[str, Any]:
         return _response(description, "application/json", schema(model))
 
-    service_id = {
-        "name": "service_id",
-        "in": "path",
-        "required": True,
-        "description": "A CDS Service id from discovery.",
-        "schema": {"type": "string", "enum": [service.id for service in SERVICES]},
-    }
     policy_id = {
         "name": "policy_id",
         "in": "path",
@@ -120,6 +114,15 @@ def build_document(policies: Sequence[Policy], base_url: str | None) -> dict[str
     not_found = _ref("responses", "NotFound")
     too_large = _ref("responses", "PayloadTooLarge")
 
+    hook_request = schema(HookRequest)
+    # order-select answers 400 without context.selections (the service's hook decides, not the
+    # request's "hook" field), so each service gets its own path and body schema.
+    selections_required = {
+        "allOf": [
+            hook_request,
+            {"properties": {"context": {"required": ["selections"], "properties": {"selections": {"type": "array"}}}}},
+        ]
+    }
     paths: dict[str, Any] = {
         "/cds-services": {
             "get": _operation(
@@ -127,36 +130,6 @@ def build_document(policies: Sequence[Policy], base_url: str | None) -> dict[str
                 "CDS Hooks discovery: the services this server offers",
                 "CDS Hooks",
                 {"200": json_body("The CDS Services", DiscoveryResponse)},
-            )
-        },
-        "/cds-services/{service_id}": {
-            "post": _operation(
-                "callService",
-                "Call a CDS Service with an order-select or order-sign request",
-                "CDS Hooks",
-                {
-                    "200": json_body("Cards; an empty list when no policy applies", CardsResponse),
-                    "400": bad_request,
-                    "404": not_found,
-                    "413": too_large,
-                },
-                parameters=[service_id],
-                body=schema(HookRequest),
-            )
-        },
-        "/cds-services/{service_id}/feedback": {
-            "post": _operation(
-                "feedback",
-                "CDS Hooks feedback: what the clinician did with a card",
-                "CDS Hooks",
-                {
-                    "200": json_body("How many feedback items were received", FeedbackReceived),
-                    "400": bad_request,
-                    "404": not_found,
-                    "413": too_large,
-                },
-                parameters=[service_id],
-                body=schema(FeedbackRequest),
             )
         },
         "/evidence/{policy_id}": {
@@ -216,6 +189,34 @@ def build_document(policies: Sequence[Policy], base_url: str | None) -> dict[str
             )
         },
     }
+    for service in SERVICES:
+        name = "".join(word.capitalize() for word in service.id.split("-"))
+        paths[f"/cds-services/{service.id}"] = {
+            "post": _operation(
+                f"call{name}",
+                f"{service.title}: call with an {service.hook.value} request",
+                "CDS Hooks",
+                {
+                    "200": json_body("Cards; an empty list when no policy applies", CardsResponse),
+                    "400": bad_request,
+                    "413": too_large,
+                },
+                body=selections_required if service.scope is OrderScope.SELECTIONS else hook_request,
+            )
+        }
+        paths[f"/cds-services/{service.id}/feedback"] = {
+            "post": _operation(
+                f"feedback{name}",
+                f"{service.title}: feedback on its cards",
+                "CDS Hooks",
+                {
+                    "200": json_body("How many feedback items were received", FeedbackReceived),
+                    "400": bad_request,
+                    "413": too_large,
+                },
+                body=schema(FeedbackRequest),
+            )
+        }
 
     def error(description: str) -> dict[str, Any]:
         return json_body(description, OperationOutcome)
@@ -244,7 +245,7 @@ def build_document(policies: Sequence[Policy], base_url: str | None) -> dict[str
             },
             "responses": {
                 "BadRequest": error("Malformed JSON, or a request that breaks the CDS Hooks envelope"),
-                "NotFound": error("No such CDS Service or policy"),
+                "NotFound": error("No such policy"),
                 "PayloadTooLarge": error("The request body is over the configured limit"),
             },
         },
