@@ -71,7 +71,8 @@ def _draft_resources(request: HookRequest) -> Iterator[dict[str, Any]]:
 
 def select_orders(service: ServiceDefinition, request: HookRequest) -> list[dict[str, Any]]:
     """The resources the service evaluates, by the service's own hook, not the request's."""
-    examined = [r for r in _draft_resources(request) if r.get("resourceType") in EXAMINED_TYPES]
+    # resourceType is client JSON: a list or object there must not reach a set look-up (TypeError).
+    examined = [r for r in _draft_resources(request) if str(r.get("resourceType")) in EXAMINED_TYPES]
     if service.scope is OrderScope.ALL_DRAFT_ORDERS:
         return examined
     wanted = {_reference_key(s) for s in request.require_selections()}

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from flask import g, has_request_context
 from pythonjsonlogger.json import JsonFormatter
@@ -27,21 +29,22 @@ def json_formatter() -> logging.Formatter:
     )
 
 
-class RequestIdFilter(logging.Filter):
-    """Adds the current request's id to records logged inside a Flask request."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
+def _stamp_request_id(factory: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
         if has_request_context():
             request_id = g.get(REQUEST_ID_ATTR)
             if request_id is not None:
                 setattr(record, REQUEST_ID_ATTR, request_id)
-        return True
+        return record
+
+    make_record.stamps_request_id = True  # type: ignore[attr-defined]
+    return make_record
 
 
 def json_handler() -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(json_formatter())
-    handler.addFilter(RequestIdFilter())
     return handler
 
 
@@ -49,7 +52,11 @@ def configure_logging(level: str) -> None:
     """JSON lines on stderr for the root logger, unless the process already set up logging.
 
     Like :func:`logging.basicConfig`, a root logger that already has handlers (pytest's, an
-    embedding application's) is left alone, apart from the level.
+    embedding application's) is left alone.
     """
     logging.basicConfig(level=level, handlers=[json_handler()])
-    logging.getLogger().setLevel(level)
+    # The request id goes on every record made during a request, whichever handler writes it;
+    # a record factory (not a handler filter) also reaches handlers others install.
+    factory = logging.getLogRecordFactory()
+    if not getattr(factory, "stamps_request_id", False):
+        logging.setLogRecordFactory(_stamp_request_id(factory))

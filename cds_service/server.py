@@ -148,7 +148,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, pid_file: P
     # PolicyError here. (The app itself can only be built once the metrics directory is set.)
     Engine.load(settings.policies_dir, settings.cards_dir, settings.payer_name)
     pid_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with metrics_directory():
+    with metrics_directory() as metrics:
         server = ServiceServer(
             settings,
             {
@@ -168,11 +168,12 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, pid_file: P
             },
         )
         log.info(
-            "loaded policies %s; discovery at http://%s:%d/cds-services; pid file %s",
+            "loaded policies %s; discovery at http://%s:%d/cds-services; pid file %s; metrics in %s",
             _describe(_policies(server.load())),
             host,
             port,
             pid_file,
+            metrics,
         )
         server.run()
 

@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import settings
 from pytest_httpserver import HTTPServer
 
 from cds_service import create_app
@@ -29,6 +30,12 @@ SIGN = "/cds-services/medical-policy-order-sign"
 CPT = "http://www.ama-assn.org/go/cpt"
 SOPT = "https://nahdo.org/sopt"
 PCS = "http://www.cms.gov/Medicare/Coding/ICD10"
+
+# Property-based tests (hypothesis, schemathesis): bounded example counts keep the suite fast; CI
+# tries more, from fixed seeds so that a failure replays. No deadlines: tests are not timed.
+settings.register_profile("dev", max_examples=60, deadline=None)
+settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") == "true" else "dev"))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -227,5 +234,5 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`cds-service serve` with its defaults (as the examples were recorded), shared across modules."""
     directory = tmp_path_factory.mktemp("live-server")
     env = {"CDS_PAYER_NAME": "Health plan", "CDS_DATA_DIR": str(directory / "data")}
-    with running_server(directory / "serve.log", env=env) as url:
-        yield url
+    with running_server(directory / "serve.log", env=env) as server:
+        yield server.url

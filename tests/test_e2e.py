@@ -18,8 +18,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("e2e") / "serve.log"
-    with running_server(log, env={"CDS_PAYER_NAME": "Example Health"}) as url:
-        yield url
+    with running_server(log, env={"CDS_PAYER_NAME": "Example Health"}) as server:
+        yield server.url
 
 
 def test_console_script_is_installed():

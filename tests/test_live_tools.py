@@ -80,8 +80,8 @@ def auth_server(keys, tmp_path_factory) -> Iterator[str]:
     jwks = {"keys": [key.jwk for key in keys.values()]}
     trusted.write_text(json.dumps({"clients": [{"iss": EHR, "jwks": jwks}]}))
     env = {"CDS_DATA_DIR": str(directory / "data")}
-    with running_server(directory / "serve.log", "--trusted-clients", str(trusted), env=env) as url:
-        yield url
+    with running_server(directory / "serve.log", "--trusted-clients", str(trusted), env=env) as server:
+        yield server.url
 
 
 def test_demo_against_a_running_server(capsys, live_server):
