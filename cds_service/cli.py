@@ -10,7 +10,6 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from cds_service.auth import TrustedClientsError
 from cds_service.commands.check import add_check_command
 from cds_service.commands.common import (
     EXIT_STATUS_HELP,
@@ -22,10 +21,9 @@ from cds_service.commands.common import (
 from cds_service.commands.demo import add_demo_command
 from cds_service.commands.policies import add_policies_command
 from cds_service.commands.selfcheck import add_selfcheck_command
-from cds_service.policy import PolicyError, describe_validation_error
+from cds_service.policy import describe_validation_error
 from cds_service.report import add_report_command
-from cds_service.server import default_pid_file, request_reload, serve
-from cds_service.storage import StorageError
+from cds_service.server import CONFIGURATION_ERRORS, default_pid_file, request_reload, serve
 from cds_service.storage.commands import add_db_command
 
 EXIT_USAGE = ExitCode.USAGE
@@ -135,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
-    except (PolicyError, TrustedClientsError, StorageError, CommandError) as exc:
+    except (*CONFIGURATION_ERRORS, CommandError) as exc:
         print(f"cds-service: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ValidationError as exc:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from enum import StrEnum
+from enum import Enum, StrEnum
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -71,9 +71,9 @@ def count_feedback(service: str, outcome: StrEnum) -> None:
     FEEDBACK.labels(service, outcome.value).inc()
 
 
-def count_auth_failure(reason: StrEnum) -> None:
-    """For the authentication layer: one refused request. ``reason`` is a member of a closed enum."""
-    AUTH_FAILURES.labels(reason.value).inc()
+def count_auth_failure(reason: Enum) -> None:
+    """One request refused by authentication; the label is the member's name (``expired``)."""
+    AUTH_FAILURES.labels(reason.name.lower()).inc()
 
 
 def mark_policies_loaded(policies: Iterable[Policy]) -> None:

@@ -33,6 +33,11 @@ from cds_service.services import SERVICES, OrderScope
 
 OPENAPI_KEY = "cds_openapi"
 _REQUEST_ID = "X-Request-ID"
+_JWT = "cdsClientJwt"
+_JWT_DESCRIPTION = (
+    "A JWT the CDS client signs with a key from its JWK Set (iss, aud = the URL called, exp, iat, jti), "
+    "from a client in the trusted-clients file."
+)
 
 _MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (HookRequest, "validation"),
@@ -76,6 +81,7 @@ def _operation(
     *,
     parameters: Sequence[dict[str, Any]] = (),
     body: dict[str, Any] | None = None,
+    authenticated: bool = False,
 ) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "operationId": operation_id,
@@ -86,10 +92,13 @@ def _operation(
     }
     if body is not None:
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if authenticated:
+        operation["security"] = [{_JWT: []}]
     return operation
 
 
-def build_document(policies: Sequence[Policy], base_url: str | None) -> dict[str, Any]:
+def build_document(policies: Sequence[Policy], base_url: str | None, *, authenticated: bool) -> dict[str, Any]:
+    """The document for this configuration; ``authenticated``: trusted clients are configured."""
     refs, definitions = models_json_schema(_MODELS, ref_template="#/components/schemas/{model}")
 
     def schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -189,6 +198,10 @@ def build_document(policies: Sequence[Policy], base_url: str | None) -> dict[str
             )
         },
     }
+    # Hooks and feedback: what any client error looks like; 401 only when authentication is on.
+    refusals = {"400": bad_request, "413": too_large}
+    if authenticated:
+        refusals["401"] = _ref("responses", "Unauthorized")
     for service in SERVICES:
         name = "".join(word.capitalize() for word in service.id.split("-"))
         paths[f"/cds-services/{service.id}"] = {
@@ -196,12 +209,9 @@ def build_document(policies: Sequence[Policy], base_url: str | None) -> dict[str
                 f"call{name}",
                 f"{service.title}: call with an {service.hook.value} request",
                 "CDS Hooks",
-                {
-                    "200": json_body("Cards; an empty list when no policy applies", CardsResponse),
-                    "400": bad_request,
-                    "413": too_large,
-                },
+                {"200": json_body("Cards; an empty list when no policy applies", CardsResponse), **refusals},
                 body=selections_required if service.scope is OrderScope.SELECTIONS else hook_request,
+                authenticated=authenticated,
             )
         }
         paths[f"/cds-services/{service.id}/feedback"] = {
@@ -209,12 +219,9 @@ def build_document(policies: Sequence[Policy], base_url: str | None) -> dict[str
                 f"feedback{name}",
                 f"{service.title}: feedback on its cards",
                 "CDS Hooks",
-                {
-                    "200": json_body("How many feedback items were received", FeedbackReceived),
-                    "400": bad_request,
-                    "413": too_large,
-                },
+                {"200": json_body("How many feedback items were received", FeedbackReceived), **refusals},
                 body=schema(FeedbackRequest),
+                authenticated=authenticated,
             )
         }
 
@@ -250,6 +257,15 @@ def build_document(policies: Sequence[Policy], base_url: str | None) -> dict[str
             },
         },
     }
+    if authenticated:
+        components = document["components"]
+        # CDS Hooks 2.0 "Trusting CDS Clients": a JWT signed by the client, as a bearer token.
+        components["securitySchemes"] = {
+            _JWT: {"type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": _JWT_DESCRIPTION}
+        }
+        unauthorized = error("A missing or invalid client JWT; WWW-Authenticate says why")
+        unauthorized["headers"]["WWW-Authenticate"] = {"required": True, "schema": {"type": "string"}}
+        components["responses"]["Unauthorized"] = unauthorized
     if base_url:
         document["servers"] = [{"url": base_url}]
     return document

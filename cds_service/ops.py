@@ -1,8 +1,10 @@
 """Operator endpoints: liveness, readiness, Prometheus metrics and the OpenAPI document.
 
 ``/healthz`` answers as long as a worker can run Python: an orchestrator restarts the process
-when it stops answering. ``/readyz`` runs every readiness check registered on the app and answers
-503 while any fails, so a load balancer sends no traffic to an instance that cannot do its job.
+when it stops answering. ``/readyz`` runs every readiness check registered on the app (policies
+loaded, database reachable) and answers 503 while any fails, so a load balancer sends no traffic
+to an instance that cannot do its job. (Hook calls still get their cards while the database is
+down, their audit records wait in the spool; readiness reports the outage, it does not hide it.)
 Checks are a small registry in ``app.extensions``; a component adds its own with one line::
 
     add_readiness_check(app, "database", lambda: database.ping())
@@ -20,7 +22,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify
 from cds_service.metrics import exposition
 from cds_service.openapi import OPENAPI_KEY, build_document
 from cds_service.schemas import CheckStatus, ReadinessStatus
-from cds_service.web import engine, settings
+from cds_service.web import audit_trail, engine, settings
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ops", __name__)
@@ -56,6 +58,14 @@ def _policies_loaded() -> str:
     if not policies:
         raise NotReady("no policies loaded")
     return ", ".join(f"{policy.id} {policy.version}" for policy in policies)
+
+
+def _database_reachable() -> str:
+    # The kind of database only: its location would tell any caller where it lives.
+    store = audit_trail().store
+    if not store.ping():
+        raise NotReady("database unreachable; audit records go to the local spool")
+    return f"{store.engine.url.get_backend_name()} reachable"
 
 
 def _run(check: ReadinessCheck) -> dict[str, str]:
@@ -99,6 +109,9 @@ def openapi() -> Response:
 def init_app(app: Flask) -> None:
     """Register the endpoints and the built-in readiness check; build the OpenAPI document once."""
     with app.app_context():
-        app.extensions[OPENAPI_KEY] = build_document(engine().policies, settings().base_url)
+        config = settings()
+        document = build_document(engine().policies, config.base_url, authenticated=config.trusted_clients is not None)
+        app.extensions[OPENAPI_KEY] = document
     add_readiness_check(app, "policies", _policies_loaded)
+    add_readiness_check(app, "database", _database_reachable)
     app.register_blueprint(bp)

@@ -25,6 +25,8 @@ from cds_service.hookrequest import Hook
 from cds_service.policy import CodeRule, Evidence, Policy
 
 Text = Annotated[str, StringConstraints(min_length=1)]
+# CDS Hooks 2.0 "Extensions": an object of extension names to values, never empty.
+Extension = Annotated[dict[str, Any], Field(min_length=1)]
 
 
 def _no_null_defaults(schema: dict[str, Any]) -> None:
@@ -127,11 +129,14 @@ class Card(_Wire):
     selectionBehavior: SelectionBehavior | SkipJsonSchema[None] = None
     overrideReasons: list[Coding] | SkipJsonSchema[None] = None
     links: list[Link] | SkipJsonSchema[None] = None
+    extension: Extension | SkipJsonSchema[None] = None
 
 
 class CardsResponse(_Wire):
     cards: list[Card]
+    # Da Vinci CRD coverage information, when CDS_CRD_COVERAGE_INFO is on (cds_service.crd).
     systemActions: list[Action] | SkipJsonSchema[None] = None
+    extension: Extension | SkipJsonSchema[None] = None
 
 
 # --- Feedback, errors, operations -------------------------------------------------------------

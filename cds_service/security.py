@@ -22,6 +22,7 @@ from cds_service.auth import (
 )
 from cds_service.config import Settings
 from cds_service.errors import Unauthorized
+from cds_service.metrics import count_auth_failure
 from cds_service.web import base_url
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ def authenticated(view: F) -> F:
                     exc.failure.value,
                     f" ({exc.detail})" if exc.detail else "",
                 )
+                count_auth_failure(exc.failure)
                 raise Unauthorized(exc.failure.value) from None
             g.auth_client = client.iss
             g.auth_tenant = client.tenant

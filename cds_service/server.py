@@ -30,13 +30,19 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from gunicorn.glogging import Logger as GunicornLogger
 
-from cds_service import ENGINE_KEY, create_app
+from cds_service import AUDIT_KEY, ENGINE_KEY, create_app
+from cds_service.audit import AuditTrail
+from cds_service.auth import TrustedClientsError
 from cds_service.config import Settings
-from cds_service.engine import Engine
 from cds_service.logs import json_formatter
 from cds_service.policy import Policy, PolicyError
+from cds_service.storage import StorageError
 
 log = logging.getLogger(__name__)
+
+# What a broken file or an unusable database raises while the app is built: refused at start-up
+# (exit status 2) and on reload (the running workers stay).
+CONFIGURATION_ERRORS = (PolicyError, TrustedClientsError, StorageError)
 
 # prometheus-client's own variable: set before it is imported, it switches to multiprocess mode.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -82,8 +88,8 @@ class _ReloadingArbiter(Arbiter):  # type: ignore[misc]  # gunicorn ships no typ
     def reload(self) -> None:
         try:
             self.app.rebuild()
-        except PolicyError as exc:
-            self.log.error("reload rejected, the previous policies stay in service: %s", exc)
+        except CONFIGURATION_ERRORS as exc:
+            self.log.error("reload rejected, the running workers and their policies stay in service: %s", exc)
             return
         self.log.info("reload: policies checked (%s); replacing workers", _describe(_policies(self.app.load())))
         super().reload()
@@ -126,10 +132,11 @@ class ServiceServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
 
 @contextmanager
 def metrics_directory() -> Iterator[Path]:
-    """A fresh ``PROMETHEUS_MULTIPROC_DIR`` for one server's lifetime, removed afterwards."""
-    if "prometheus_client" in sys.modules:
-        # Its value class is chosen at import: metrics would silently stay per worker.
-        raise RuntimeError("prometheus_client was imported before PROMETHEUS_MULTIPROC_DIR was set")
+    """A fresh ``PROMETHEUS_MULTIPROC_DIR`` for one server's lifetime, removed afterwards.
+
+    prometheus-client reads the variable when it is imported; ``create_app`` imports it, so the
+    app must be built inside this block (the master builds it, and workers are forked from it).
+    """
     path = Path(tempfile.mkdtemp(prefix="cds-service-metrics-"))
     os.environ[MULTIPROC_ENV] = str(path)
     owner = os.getpid()
@@ -144,9 +151,7 @@ def metrics_directory() -> Iterator[Path]:
 
 
 def serve(settings: Settings, *, host: str, port: int, workers: int, pid_file: Path) -> None:
-    # Check the policy and card files before anything is created: a broken file raises
-    # PolicyError here. (The app itself can only be built once the metrics directory is set.)
-    Engine.load(settings.policies_dir, settings.cards_dir, settings.payer_name)
+    """Run until SIGTERM. A broken policy, card, trusted-clients file or database raises first."""
     pid_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with metrics_directory() as metrics:
         server = ServiceServer(
@@ -167,14 +172,12 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, pid_file: P
                 "pidfile": str(pid_file),
             },
         )
-        log.info(
-            "loaded policies %s; discovery at http://%s:%d/cds-services; pid file %s; metrics in %s",
-            _describe(_policies(server.load())),
-            host,
-            port,
-            pid_file,
-            metrics,
-        )
+        app = server.load()
+        audit: AuditTrail = app.extensions[AUDIT_KEY]
+        log.info("loaded policies %s", _describe(_policies(app)))
+        log.info("database %s", audit.store.location)
+        log.info("patient and user ids hashed with the key from %s", audit.hasher.source)
+        log.info("discovery at http://%s:%d/cds-services; pid file %s; metrics in %s", host, port, pid_file, metrics)
         server.run()
 
 

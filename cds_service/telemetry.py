@@ -52,6 +52,8 @@ class RequestRecord:
     hook_instance: str | None = None
     examined: int | None = None
     cards: int | None = None
+    # Orders matched but not warned about again (shown at order-select for the same decision).
+    already_shown: int | None = None
     feedback: dict[str, int] = field(default_factory=dict)
 
 
@@ -72,8 +74,8 @@ def hook_evaluated(hook_request: HookRequest, evaluation: Evaluation) -> None:
     record.hook_instance = hook_request.hookInstance
     record.examined = evaluation.examined
     record.cards = len(evaluation.response["cards"])
-    # One card per matched policy (engine.Engine.evaluate).
-    count_cards(dict.fromkeys(match.policy.id for match in evaluation.matches))
+    record.already_shown = len(evaluation.suppressed)
+    count_cards(issued.policy.id for issued in evaluation.issued)
 
 
 def feedback_received(service_id: str, items: Sequence[FeedbackItem]) -> None:
@@ -113,6 +115,7 @@ def _finish(response: Response) -> Response:
         ("hookInstance", record.hook_instance),
         ("examined", record.examined),
         ("cards", record.cards),
+        ("already_shown", record.already_shown),
     ):
         if value is not None:
             fields[name] = value

@@ -7,7 +7,6 @@ import json
 import logging
 import re
 import uuid
-from enum import StrEnum
 
 import jsonschema
 import pytest
@@ -16,11 +15,11 @@ from prometheus_client import REGISTRY
 
 from cds_service import create_app
 from cds_service.logs import json_formatter
-from cds_service.metrics import count_auth_failure
 from cds_service.openapi import OPENAPI_KEY
 from cds_service.ops import NotReady, add_readiness_check
 from cds_service.services import SERVICES
 from tests.conftest import SELECT, SIGN, hook_request, sandbox_fixtures, service_request
+from tests.test_auth import ISS, Key, write_clients
 from tests.test_sandbox_fixtures import our_path
 
 IRE = service_request("sr-ire", code="0600T")
@@ -44,35 +43,38 @@ def test_healthz_and_readyz(client):
     assert ready.status_code == 200
     assert ready.json == {
         "status": "ready",
-        "checks": [{"name": "policies", "status": "pass", "detail": "SURG.00126 2024-04-01"}],
+        "checks": [
+            {"name": "policies", "status": "pass", "detail": "SURG.00126 2024-04-01"},
+            {"name": "database", "status": "pass", "detail": "sqlite reachable"},
+        ],
     }
 
 
 def test_a_failing_readiness_check_makes_readyz_503_without_leaking_its_error(app, client):
-    def database() -> str:
-        raise ConnectionError("could not connect to postgresql://cds:s3cret@db/cds")
+    def cache() -> str:
+        raise ConnectionError("could not connect to redis://cds:s3cret@cache")
 
     def spool() -> str:
         raise NotReady("spool directory is full")
 
-    add_readiness_check(app, "database", database)
+    add_readiness_check(app, "cache", cache)
     add_readiness_check(app, "spool", spool)
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json["status"] == "not-ready"
-    assert response.json["checks"][1:] == [
-        {"name": "database", "status": "fail", "detail": "ConnectionError"},
+    assert response.json["checks"][2:] == [
+        {"name": "cache", "status": "fail", "detail": "ConnectionError"},
         {"name": "spool", "status": "fail", "detail": "spool directory is full"},
     ]
     assert "s3cret" not in response.get_data(as_text=True)
     with pytest.raises(ValueError, match="already registered"):
-        add_readiness_check(app, "database", database)
+        add_readiness_check(app, "cache", cache)
 
 
 # --- metrics ----------------------------------------------------------------------------------
 
 
-def test_metrics_count_requests_cards_feedback_and_auth_failures(client):
+def test_metrics_count_requests_cards_and_feedback(client):
     before = {
         "hooks": sample("cds_http_requests_total", endpoint="api.call_service", service=SIGN[14:], status="200"),
         "bad": sample("cds_http_requests_total", endpoint="api.call_service", service=SIGN[14:], status="400"),
@@ -82,18 +84,12 @@ def test_metrics_count_requests_cards_feedback_and_auth_failures(client):
         ),
         "cards": sample("cds_cards_issued_total", policy="SURG.00126"),
         "overridden": sample("cds_feedback_total", service=SIGN[14:], outcome="overridden"),
-        "expired": sample("cds_auth_failures_total", reason="expired"),
     }
     assert client.post(SIGN, json=hook_request(IRE, IRE | {"id": "sr-2"})).status_code == 200
     assert client.post(SIGN, json=hook_request(service_request("ct", code="74177"))).status_code == 200
     assert client.post(SIGN, data="{").status_code == 400
     assert client.post(f"{SIGN}/feedback", json=FEEDBACK).status_code == 200
     assert client.get("/no/such/path").status_code == 404
-
-    class AuthFailure(StrEnum):
-        EXPIRED = "expired"
-
-    count_auth_failure(AuthFailure.EXPIRED)
 
     response = client.get("/metrics")
     assert response.status_code == 200 and response.mimetype == "text/plain"
@@ -112,7 +108,26 @@ def test_metrics_count_requests_cards_feedback_and_auth_failures(client):
     # One card for two IRE orders, none for the CT.
     assert sample("cds_cards_issued_total", policy="SURG.00126") == before["cards"] + 1
     assert sample("cds_feedback_total", service=service, outcome="overridden") == before["overridden"] + 1
-    assert sample("cds_auth_failures_total", reason="expired") == before["expired"] + 1
+
+
+def test_refused_clients_are_counted_by_reason_and_their_401_is_documented(tmp_path):
+    clients = write_clients(tmp_path / "clients.yaml", [{"iss": ISS, "jwks": {"keys": [Key("EC", "k-1").jwk]}}])
+    app = create_app({"base_url": "https://cds.example.org", "trusted_clients": clients})
+    client = app.test_client()
+    missing, malformed = (
+        sample("cds_auth_failures_total", reason="missing"),
+        sample("cds_auth_failures_total", reason="malformed"),
+    )
+    refused = client.post(SIGN, json=hook_request(IRE))
+    client.post(f"{SIGN}/feedback", json=FEEDBACK, headers={"Authorization": "Basic abc"})
+    assert sample("cds_auth_failures_total", reason="missing") == missing + 1
+    assert sample("cds_auth_failures_total", reason="malformed") == malformed + 1
+
+    document = app.extensions[OPENAPI_KEY]
+    validate_openapi(document)
+    assert document["paths"][SIGN]["post"]["security"] == [{"cdsClientJwt": []}]
+    assert_matches(document, SIGN, "post", refused)
+    assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Bearer")
 
 
 def test_unknown_service_ids_do_not_become_metric_labels(client):

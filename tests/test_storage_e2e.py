@@ -108,7 +108,7 @@ def test_two_instances_on_one_database_store_every_write_once(database, tmp_path
     servers = [Server(tmp_path / f"{n}.log", {**env, "CDS_DATA_DIR": str(tmp_path / n)}) for n in ("a", "b")]
     engine = create_engine(database.replace("postgresql://", "postgresql+psycopg://"))
     try:
-        assert "cds-service: database postgresql+psycopg://postgres@127.0.0.1" in servers[0].output()
+        assert '"message": "database postgresql+psycopg://postgres@127.0.0.1' in servers[0].output()
         patients = [f"patient-{uuid.uuid4().hex[:8]}" for _ in range(40)]
         with ThreadPoolExecutor(CONCURRENCY) as pool:
             cards = list(pool.map(lambda i: sign(servers[i % 2], patients[i]), range(len(patients))))
