@@ -101,7 +101,7 @@ class ServiceServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
     def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
         self._settings = settings
         self._options = options
-        self._app = create_app(settings)  # raises PolicyError before anything is bound
+        self._app = create_app(settings)  # raises one of CONFIGURATION_ERRORS before anything is bound
         super().__init__()
 
     def load_config(self) -> None:
@@ -119,7 +119,7 @@ class ServiceServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
         return self._app
 
     def rebuild(self) -> None:
-        """Re-read policies and card templates into a new app; on error keep the current one."""
+        """Re-read the policy, card and trusted-clients files into a new app; on error keep the old one."""
         self._app = create_app(self._settings)
 
     def run(self) -> None:
