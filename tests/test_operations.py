@@ -23,6 +23,7 @@ from tests.test_auth import ISS, Key, write_clients
 from tests.test_sandbox_fixtures import our_path
 
 IRE = service_request("sr-ire", code="0600T")
+SIGN_ID = SIGN.rsplit("/", 1)[1]
 FEEDBACK = {"feedback": [{"card": "c-1", "outcome": "overridden", "outcomeTimestamp": "2026-11-26T10:00:00Z"}]}
 
 
@@ -76,14 +77,14 @@ def test_a_failing_readiness_check_makes_readyz_503_without_leaking_its_error(ap
 
 def test_metrics_count_requests_cards_and_feedback(client):
     before = {
-        "hooks": sample("cds_http_requests_total", endpoint="api.call_service", service=SIGN[14:], status="200"),
-        "bad": sample("cds_http_requests_total", endpoint="api.call_service", service=SIGN[14:], status="400"),
+        "hooks": sample("cds_http_requests_total", endpoint="api.call_service", service=SIGN_ID, status="200"),
+        "bad": sample("cds_http_requests_total", endpoint="api.call_service", service=SIGN_ID, status="400"),
         "unrouted": sample("cds_http_requests_total", endpoint="unrouted", service="", status="404"),
         "latency": sample(
-            "cds_http_request_duration_seconds_count", endpoint="api.call_service", service=SIGN[14:], status="200"
+            "cds_http_request_duration_seconds_count", endpoint="api.call_service", service=SIGN_ID, status="200"
         ),
         "cards": sample("cds_cards_issued_total", policy="SURG.00126"),
-        "overridden": sample("cds_feedback_total", service=SIGN[14:], outcome="overridden"),
+        "overridden": sample("cds_feedback_total", service=SIGN_ID, outcome="overridden"),
     }
     assert client.post(SIGN, json=hook_request(IRE, IRE | {"id": "sr-2"})).status_code == 200
     assert client.post(SIGN, json=hook_request(service_request("ct", code="74177"))).status_code == 200
@@ -94,20 +95,19 @@ def test_metrics_count_requests_cards_and_feedback(client):
     response = client.get("/metrics")
     assert response.status_code == 200 and response.mimetype == "text/plain"
     assert "cds_http_request_duration_seconds_bucket" in response.get_data(as_text=True)
-    service = SIGN[len("/cds-services/") :]
-    assert sample("cds_http_requests_total", endpoint="api.call_service", service=service, status="200") == (
+    assert sample("cds_http_requests_total", endpoint="api.call_service", service=SIGN_ID, status="200") == (
         before["hooks"] + 2
     )
-    assert sample("cds_http_requests_total", endpoint="api.call_service", service=service, status="400") == (
+    assert sample("cds_http_requests_total", endpoint="api.call_service", service=SIGN_ID, status="400") == (
         before["bad"] + 1
     )
     assert sample("cds_http_requests_total", endpoint="unrouted", service="", status="404") == before["unrouted"] + 1
     assert sample(
-        "cds_http_request_duration_seconds_count", endpoint="api.call_service", service=service, status="200"
+        "cds_http_request_duration_seconds_count", endpoint="api.call_service", service=SIGN_ID, status="200"
     ) == (before["latency"] + 2)
     # One card for two IRE orders, none for the CT.
     assert sample("cds_cards_issued_total", policy="SURG.00126") == before["cards"] + 1
-    assert sample("cds_feedback_total", service=service, outcome="overridden") == before["overridden"] + 1
+    assert sample("cds_feedback_total", service=SIGN_ID, outcome="overridden") == before["overridden"] + 1
 
 
 def test_refused_clients_are_counted_by_reason_and_their_401_is_documented(tmp_path):

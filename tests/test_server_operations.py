@@ -248,7 +248,9 @@ def test_soak_mixed_traffic_at_a_steady_rate(tmp_path):
     with running_server(tmp_path / "serve.log") as server:
         workers = server.workers()
         start = time.monotonic()
+        deadline = start + seconds + 120  # a hung server fails the test instead of stalling it
         for n in range(total):
+            assert time.monotonic() < deadline, f"only {n} of {total} requests done in time"
             call = MIXED[n % len(MIXED)]
             try:
                 outcomes.append((call, call.send(server.url).status_code))
