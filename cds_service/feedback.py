@@ -13,28 +13,46 @@ import re
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
 
 # Card and suggestion uuids, reason codes: what this service hands out is far shorter; the bound
 # keeps a hostile client from filling the feedback table with megabyte "ids".
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
-# RFC 3339 section 5.6 "date-time" (upper or lower case T and Z, seconds required). pydantic alone
-# would also take Unix times (0, "1700000000") and date-times without seconds.
-_RFC3339 = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"  # full-date "T" partial-time
-    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"  # time-offset
+# RFC 3339 section 5.6 "date-time" (upper or lower case T and Z, seconds required), in the years
+# 1900 to 2999. pydantic alone would also take Unix times (0, "1700000000") and date-times without
+# seconds, and a year-1 time with a positive offset has no UTC equivalent Python can represent.
+# The OpenAPI document states the same pattern.
+_RFC3339 = (
+    r"^(19|2[0-9])[0-9]{2}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"  # full-date "T" partial-time
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"  # time-offset
 )
+_RFC3339_MATCH = re.compile(_RFC3339).fullmatch
 
 
 def _rfc3339_string(value: object) -> object:
-    if not (isinstance(value, str) and _RFC3339.fullmatch(value)):
-        raise ValueError("must be an RFC 3339 date-time with a timezone offset, such as 2026-11-26T14:30:00Z")
+    if not (isinstance(value, str) and _RFC3339_MATCH(value)):
+        raise ValueError(
+            "must be an RFC 3339 date-time with a timezone offset, such as 2026-11-26T14:30:00Z (years 1900 to 2999)"
+        )
     return value
 
 
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_string)]
+Timestamp = Annotated[
+    AwareDatetime,
+    BeforeValidator(_rfc3339_string),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": _RFC3339}),
+]
 
 
 class Outcome(StrEnum):

@@ -5,6 +5,7 @@ Example counts come from the hypothesis profile in conftest.py (larger on CI, st
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from typing import Any
@@ -269,3 +270,18 @@ def test_mutated_requests_get_a_card_answer_or_a_json_error(path, body):
     assert_json_answer(response)
     if response.status_code == 200 and not path.endswith("/feedback"):
         assert_valid_response(response.json)
+
+
+offsets = st.integers(min_value=-23 * 60 - 59, max_value=23 * 60 + 59).map(
+    lambda minutes: dt.timezone(dt.timedelta(minutes=minutes))
+)
+
+
+@given(moment=st.datetimes(timezones=offsets), path=st.sampled_from(PATHS[2:]))
+def test_any_rfc3339_feedback_timestamp_gets_an_answer_not_a_5xx(moment, path):
+    """Year 1 with a positive offset has no UTC equivalent in Python: a 400, never a crash."""
+    body = {"feedback": [{"card": "c", "outcome": "overridden", "outcomeTimestamp": moment.isoformat()}]}
+    with APP.test_client() as client:
+        response = client.post(path, json=body)
+    assert_json_answer(response)
+    assert (response.status_code == 200) == (1900 <= moment.year <= 2999), response.json
