@@ -150,28 +150,31 @@ def metrics_directory() -> Iterator[Path]:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def gunicorn_options(*, host: str, port: int, workers: int, log_level: str) -> dict[str, Any]:
+    """The production gunicorn settings, in one place: the benchmark's bare-Flask baseline
+    (bench/baseline.py) runs under them too, so both servers are measured alike."""
+    return {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "worker_class": "sync",
+        # An EHR waits on us; a request still running after this is stuck, not slow.
+        "timeout": 30,
+        "graceful_timeout": 20,
+        "keepalive": 5,
+        "accesslog": None,  # one line per request comes from cds_service.telemetry
+        "errorlog": "-",
+        "loglevel": log_level.lower(),
+        "limit_request_line": 8190,
+        "limit_request_fields": 100,
+    }
+
+
 def serve(settings: Settings, *, host: str, port: int, workers: int, pid_file: Path) -> None:
     """Run until SIGTERM. A broken policy, card, trusted-clients file or database raises first."""
     pid_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with metrics_directory() as metrics:
-        server = ServiceServer(
-            settings,
-            {
-                "bind": f"{host}:{port}",
-                "workers": workers,
-                "worker_class": "sync",
-                # An EHR waits on us; a request still running after this is stuck, not slow.
-                "timeout": 30,
-                "graceful_timeout": 20,
-                "keepalive": 5,
-                "accesslog": None,  # one line per request comes from cds_service.telemetry
-                "errorlog": "-",
-                "loglevel": settings.log_level.lower(),
-                "limit_request_line": 8190,
-                "limit_request_fields": 100,
-                "pidfile": str(pid_file),
-            },
-        )
+        options = gunicorn_options(host=host, port=port, workers=workers, log_level=settings.log_level)
+        server = ServiceServer(settings, {**options, "pidfile": str(pid_file)})
         app = server.load()
         audit: AuditTrail = app.extensions[AUDIT_KEY]
         log.info("loaded policies %s", _describe(_policies(app)))
