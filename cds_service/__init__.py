@@ -38,7 +38,13 @@ def create_app(test_config: Settings | Mapping[str, Any] | None = None) -> Flask
     app.json.compact = True  # type: ignore[attr-defined]
     app.extensions[SETTINGS_KEY] = settings
     crd = CrdOptions(settings.crd_coverage_info, settings.crd_system_actions)
-    app.extensions[ENGINE_KEY] = Engine.load(settings.policies_dir, settings.cards_dir, settings.payer_name, crd)
+    app.extensions[ENGINE_KEY] = Engine.load(
+        settings.policies_dir,
+        settings.cards_dir,
+        settings.payer_name,
+        crd,
+        fhir_cache_size=settings.fhir_cache_size,
+    )
     # The database is checked (and the embedded one migrated) here: raises StorageError.
     audit = AuditTrail.open(settings)
     app.extensions[AUDIT_KEY] = audit

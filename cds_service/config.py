@@ -14,6 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
 
+from cds_service.fhircheck import DEFAULT_CACHE_SIZE
+
 _PACKAGE = Path(__file__).resolve().parent
 
 
@@ -58,6 +60,8 @@ class Settings(BaseModel):
     # Browser clients (the CDS Hooks sandbox) need CORS; "*" admits any origin.
     cors_origins: tuple[str, ...] = ("*",)
     max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    # FHIR validation verdicts remembered per worker, by resource content (0: validate every time).
+    fhir_cache_size: int = Field(default=DEFAULT_CACHE_SIZE, ge=0)
     log_level: str = "INFO"
     # JSON nesting deeper than this is refused with a 400 (FHIR resources nest well under 30).
     max_json_depth: int = Field(default=64, ge=8)

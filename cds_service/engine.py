@@ -1,8 +1,9 @@
 """The hook pipeline, free of Flask so the CLI, tests and benchmarks share it.
 
 validate envelope (hookrequest) -> extract the ServiceRequests -> select what the service's hook
-asks for -> FHIR-validate them (log only) -> match policies -> merge per policy -> read the patient
-context (only when something matched) -> build cards, plan guidance and CRD coverage information.
+asks for -> FHIR-validate them (log only, once per distinct resource: fhircheck) -> match policies
+-> merge per policy -> read the patient context (only when something matched) -> build cards, plan
+guidance and CRD coverage information.
 """
 
 from __future__ import annotations
@@ -14,12 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fhir.resources.R4B.servicerequest import ServiceRequest
-from pydantic import ValidationError
-
 from cds_service.cards import CardBuilder, policy_link
 from cds_service.context import UNAVAILABLE_EXTENSION, Fetcher, PatientContext, read_context
 from cds_service.crd import CrdOptions, coverage_action, place_system_actions
+from cds_service.fhircheck import DEFAULT_CACHE_SIZE, FhirChecker
 from cds_service.hookrequest import HookRequest
 from cds_service.matching import Matcher, OrderMatch
 from cds_service.plans import applicable_notes
@@ -90,37 +89,35 @@ def select_orders(service: ServiceDefinition, request: HookRequest) -> list[dict
     return chosen
 
 
-def validate_fhir(resource: dict[str, Any], hook_instance: str) -> None:
-    """Log (never raise) when a resource is not valid FHIR R4; matching goes on regardless.
-
-    Only field paths and error types are logged: values could be patient data.
-    """
-    try:
-        ServiceRequest.model_validate(resource)
-    except ValidationError as exc:
-        problems = ", ".join(f"{'.'.join(map(str, e['loc']))} ({e['type']})" for e in exc.errors(include_url=False)[:5])
-        log.warning(
-            "hookInstance=%s: %s/%s is not valid FHIR R4 (%d problem(s)): %s; examined anyway",
-            hook_instance,
-            resource.get("resourceType"),
-            resource.get("id", "?"),
-            exc.error_count(),
-            problems,
-        )
-
-
 class Engine:
     """Policies, matcher and card templates, loaded and checked once at start-up."""
 
-    def __init__(self, policies: Sequence[Policy], cards_dir: Path, payer: str, crd: CrdOptions | None = None) -> None:
+    def __init__(
+        self,
+        policies: Sequence[Policy],
+        cards_dir: Path,
+        payer: str,
+        crd: CrdOptions | None = None,
+        *,
+        fhir_cache_size: int = DEFAULT_CACHE_SIZE,
+    ) -> None:
         self.policies = tuple(policies)
         self.matcher = Matcher(self.policies)
         self.cards = CardBuilder(cards_dir, self.policies, payer)
         self.crd = crd or CrdOptions()
+        self.fhir = FhirChecker(fhir_cache_size)
 
     @classmethod
-    def load(cls, policies_dir: Path, cards_dir: Path, payer: str, crd: CrdOptions | None = None) -> Engine:
-        return cls(load_policies(policies_dir), cards_dir, payer, crd)
+    def load(
+        cls,
+        policies_dir: Path,
+        cards_dir: Path,
+        payer: str,
+        crd: CrdOptions | None = None,
+        *,
+        fhir_cache_size: int = DEFAULT_CACHE_SIZE,
+    ) -> Engine:
+        return cls(load_policies(policies_dir), cards_dir, payer, crd, fhir_cache_size=fhir_cache_size)
 
     def evaluate(
         self,
@@ -148,7 +145,7 @@ class Engine:
         found: list[OrderMatch] = []
         resources: dict[str, dict[str, Any]] = {}
         for order in orders:
-            validate_fhir(order, request.hookInstance)
+            self.fhir.check(order, request.hookInstance)
             for match in self.matcher.match(order):
                 found.append(match)
                 if match.reference:

@@ -59,7 +59,9 @@ def load_engine(settings: Settings) -> Engine:
     """The engine ``serve`` builds from the same settings; a broken policy or card file raises
     ``PolicyError`` (exit 2)."""
     crd = CrdOptions(settings.crd_coverage_info, settings.crd_system_actions)
-    return Engine.load(settings.policies_dir, settings.cards_dir, settings.payer_name, crd)
+    return Engine.load(
+        settings.policies_dir, settings.cards_dir, settings.payer_name, crd, fhir_cache_size=settings.fhir_cache_size
+    )
 
 
 def read_json(source: str) -> object:
