@@ -78,7 +78,7 @@ def call_service(service_id: str) -> Response:
     hook_request = parse_hook_request(read_json_body())
     fetcher = FhirFetcher(settings().fhir_budget_ms, settings().fhir_open_server)
     audit = audit_trail()
-    evaluation = engine().evaluate(service, hook_request, base_url(), fetcher, audit.unseen)
+    evaluation = engine().evaluate(service, hook_request, base_url, fetcher, audit.unseen)  # base_url: only if a card
     hook_evaluated(hook_request, evaluation)
     # Queued for the background writer: the response does not wait for the database.
     audit.record_hook_call(service, hook_request, evaluation, g.get("auth_client"))

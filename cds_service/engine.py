@@ -123,13 +123,14 @@ class Engine:
         self,
         service: ServiceDefinition,
         request: HookRequest,
-        base_url: str,
+        base_url: str | Callable[[], str],
         fetcher: Fetcher | None = None,
         match_filter: MatchFilter | None = None,
     ) -> Evaluation:
         """Answer one hook call. Without ``fetcher`` the patient context comes from prefetch only
         (no network), which is what the CLI and benchmarks want; without ``match_filter`` every
-        match is shown."""
+        match is shown. ``base_url`` (for card links) may be a callable, called only when there is
+        a card: working out a request's own URL costs more than the rest of an empty answer."""
         if request.hook != service.hook:
             # The reference sandbox stamps the current screen's hook on every call, so an
             # order-sign service may hear "order-select". The service's own hook decides. The
@@ -157,7 +158,8 @@ class Engine:
         today = dt.datetime.now(dt.UTC).date()
         # Patient and coverage are optional enrichment, read only when there is a card to enrich.
         context = read_context(service.prefetch, request, fetcher, today) if matches else PatientContext()
-        response, issued = self._respond(matches, resources, context, base_url, today)
+        url = (base_url() if callable(base_url) else base_url) if matches else ""
+        response, issued = self._respond(matches, resources, context, url, today)
         kept = {id(m) for m in shown}
         suppressed = tuple(m for m in found if id(m) not in kept)
         return Evaluation(response, tuple(found), len(orders), issued, suppressed)
