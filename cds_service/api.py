@@ -21,17 +21,23 @@ bp = Blueprint("api", __name__, url_prefix="/cds-services")
 
 
 def _depth_exceeds(value: object, limit: int) -> bool:
-    """Whether JSON containers nest deeper than ``limit`` (iterative: no recursion to exhaust)."""
-    if not isinstance(value, (dict, list)):
-        return False
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > limit:
-            return True
-        children = node.values() if isinstance(node, dict) else node
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))  # type: ignore[union-attr]
-    return False
+    """Whether JSON containers nest deeper than ``limit`` (iterative: no recursion to exhaust).
+
+    One level at a time, each built by a comprehension: it visits every container of a realistic
+    body (the bracket count below rarely spares it), and this runs at about twice the speed of a
+    stack of (node, depth) pairs, some 50 µs of a 10-order order-sign call (bench/RESULTS.md).
+    """
+    level: list[object] = [value] if isinstance(value, (dict, list)) else []
+    for _ in range(limit):
+        if not level:
+            return False
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)  # type: ignore[attr-defined]
+            if isinstance(child, (dict, list))
+        ]
+    return bool(level)
 
 
 def read_json_body() -> object:
