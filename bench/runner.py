@@ -166,12 +166,23 @@ def post(url: str, body: bytes) -> tuple[int, bytes]:
 
 @contextmanager
 def serve(
-    name: str, command: list[str], log: Path, path_for: Callable[[Payload], str], probe: Payload
+    name: str,
+    command: list[str],
+    log: Path,
+    path_for: Callable[[Payload], str],
+    probe: Payload,
+    *,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Server]:
     """Start a gunicorn server and wait until both workers answer; stop it on exit."""
     port = free_port()
     with log.open("wb") as log_file:
-        process = subprocess.Popen([*command, "--port", str(port)], stdout=log_file, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [*command, "--port", str(port)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
         server = Server(name, process, f"http://127.0.0.1:{port}", path_for)
         try:
             deadline = time.monotonic() + 60
@@ -333,8 +344,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
 
     service_cmd = [str(Path(sys.executable).parent / "cds-service"), "serve", "--workers", "2"]
+    # A database and id-hash key of the run's own, started afresh: the audit trail is part of the cost.
+    data_dir = out_dir / "data"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    service_env = {"CDS_DATA_DIR": str(data_dir)}
     probe = payloads[0]
-    with serve("service", service_cmd, out_dir / "service.log", lambda p: p.path, probe) as service:
+    with serve("service", service_cmd, out_dir / "service.log", lambda p: p.path, probe, env=service_env) as service:
         print("soak: worker memory over the run", flush=True)
         soak(service, all_payloads(), bodies, plan, results)
         responses = {}
