@@ -21,6 +21,7 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from bench.payloads import CATALOGUE, IRE_ORDER, Payload, all_payloads, make_payload
+from cds_service.api import _depth_exceeds
 from cds_service.config import data_dir
 from cds_service.engine import Engine
 from cds_service.fhircheck import fhir_problems
@@ -62,6 +63,15 @@ def test_json_decode(benchmark: BenchmarkFixture, name: str) -> None:
     benchmark.group = "request parsing"
     raw = PAYLOADS[name].encoded()
     benchmark(json.loads, raw)
+
+
+@pytest.mark.parametrize("name", ENVELOPE_SIZES)
+def test_depth_check(benchmark: BenchmarkFixture, name: str) -> None:
+    """The JSON nesting limit (CDS_MAX_JSON_DEPTH) walks the decoded body."""
+    benchmark.group = "request parsing"
+    body = json.loads(PAYLOADS[name].encoded())
+    assert not _depth_exceeds(body, 64)
+    benchmark(_depth_exceeds, body, 64)
 
 
 @pytest.mark.parametrize("name", ENVELOPE_SIZES)
