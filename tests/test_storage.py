@@ -7,6 +7,8 @@ import csv
 import datetime as dt
 import io
 import json
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -402,3 +404,47 @@ class TestReport:
 
 def test_every_table_is_written_in_a_declared_order():
     assert set(TABLES) | {t.name for t in DIRECT_TABLES} == set(metadata.tables)
+
+
+class TestBackgroundWriter:
+    """The writer groups queued batches into one transaction and keeps its queue bounded."""
+
+    @pytest.fixture
+    def held(self, store, monkeypatch):
+        """The writer's first database write waits until the test lets it go."""
+        release, calls = threading.Event(), []
+        write = store.write
+
+        def held_write(batch):
+            calls.append(batch)
+            if len(calls) == 1:
+                release.wait(10)
+            write(batch)
+
+        monkeypatch.setattr(store, "write", held_write)
+        return release, calls
+
+    def test_queued_batches_are_written_in_one_transaction(self, store, held):
+        release, calls = held
+        for _ in range(40):
+            store.submit(card_batch(str(uuid.uuid4()), service=SIGN_ID, patient="p" * 64, issued="2026-01-05"))
+        release.set()
+        assert store.flush(20)
+        assert count(store, hook_calls) == 40
+        assert len(calls) == 2  # the first batch alone, then the 39 that queued behind it together
+
+    def test_a_full_queue_spills_to_the_spool_and_loses_nothing(self, store, held, monkeypatch):
+        from cds_service.storage import writer  # noqa: PLC0415
+
+        monkeypatch.setattr(writer, "QUEUE_MAX", 5)
+        monkeypatch.setattr(writer, "RETRY_SECONDS", 0.2)
+        release, _ = held
+        for _ in range(20):
+            store.submit(card_batch(str(uuid.uuid4()), service=SIGN_ID, patient="p" * 64, issued="2026-01-05"))
+        assert store.spool.pending() == 15
+        release.set()
+        deadline = time.monotonic() + 20
+        while (count(store, hook_calls) < 20 or store.spool.pending()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert count(store, hook_calls) == 20
+        assert store.spool.pending() == 0

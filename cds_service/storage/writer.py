@@ -29,6 +29,22 @@ log = logging.getLogger(__name__)
 RETRY_SECONDS = 2.0
 IDLE_SECONDS = 30.0
 CLOSE_SECONDS = 5.0  # well inside gunicorn's graceful_timeout
+# Batches written in one transaction when they queue up: one commit instead of one each, so the
+# writer keeps up with a busy worker instead of falling behind.
+GROUP_MAX = 256
+# Past this many unwritten batches a worker's memory would keep growing; further batches go to
+# the spool on disk (and are written from there), so the queue stays bounded and nothing is lost.
+QUEUE_MAX = 5000
+
+
+def merge(group: list[Batch]) -> Batch:
+    """One batch holding every row of ``group`` (rows are idempotent inserts, so order within a
+    table does not matter)."""
+    merged: Batch = {}
+    for batch in group:
+        for table, rows in batch.items():
+            merged.setdefault(table, []).extend(rows)
+    return merged
 
 
 def describe(error: BaseException) -> str:
@@ -58,7 +74,7 @@ class BackgroundWriter:
         self._idle = threading.Condition(self._lock)
         self._pending = 0
         self._thread: threading.Thread | None = None
-        self._current: Batch | None = None  # the batch the thread is writing now
+        self._current: list[Batch] = []  # the batches the thread is writing now
         # While set, the database is believed down: batches go straight to the spool, and the
         # spool is retried at this monotonic time.
         self._retry_at: float | None = None
@@ -73,9 +89,15 @@ class BackgroundWriter:
         if self._pid != os.getpid():
             self._reset()
         with self._lock:
-            self._pending += 1
-            self._queue.put(batch)
-            self._ensure_thread()
+            overloaded = self._pending >= QUEUE_MAX
+            if not overloaded:
+                self._pending += 1
+                self._queue.put(batch)
+                self._ensure_thread()
+        if overloaded:
+            log.warning("audit writer behind by %d batches; this one goes to the spool", QUEUE_MAX)
+            self._store.spool.append(batch)
+            self.retry_later()
 
     def retry_later(self) -> None:
         """Something was spooled outside the thread: make sure the spool is retried."""
@@ -104,7 +126,7 @@ class BackgroundWriter:
         """
         if self._pid != os.getpid() or self.flush(CLOSE_SECONDS):
             return
-        left = [self._current] if self._current is not None else []
+        left = list(self._current)
         while True:
             try:
                 left.append(self._queue.get_nowait())
@@ -114,9 +136,9 @@ class BackgroundWriter:
             self._store.spool.append(batch)
         log.warning("database slow at exit: %d batch(es) kept in the spool", len(left))
 
-    def _done(self) -> None:
+    def _done(self, count: int) -> None:
         with self._idle:
-            self._pending -= 1
+            self._pending -= count
             self._idle.notify_all()
 
     def _next_timeout(self) -> float:
@@ -136,15 +158,36 @@ class BackgroundWriter:
                         self._thread = None
                         return
                 continue
-            self._current = batch
+            group = [batch]
+            while len(group) < GROUP_MAX:
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._current = group
             try:
-                self._write(batch)
+                self._write_group(group)
             except Exception:
                 # Database down and the spool unwritable (disk full): the one case that loses a record.
                 log.exception("audit batch lost: neither the database nor the spool took it")
             finally:
-                self._current = None
-                self._done()
+                self._current = []
+                self._done(len(group))
+
+    def _write_group(self, group: list[Batch]) -> None:
+        """Several batches in one transaction; if the database rejects the whole, each on its own,
+        so only a batch it really rejects is set aside."""
+        if len(group) > 1 and self._retry_at is None:
+            try:
+                self._store.write(merge(group))
+                return
+            except Exception as exc:
+                if is_transient(exc):
+                    log.warning("database unreachable (%s); audit records go to the spool", type(exc).__name__)
+                    with self._lock:
+                        self._retry_at = time.monotonic() + RETRY_SECONDS
+        for batch in group:
+            self._write(batch)
 
     def _write(self, batch: Batch) -> None:
         if self._retry_at is None:
