@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
-from flask_cors import CORS
 
 from cds_service.audit import AuditTrail
 from cds_service.config import Settings
+from cds_service.cors import init_cors
 from cds_service.crd import CrdOptions
 from cds_service.engine import Engine
 from cds_service.errors import register_error_handlers
@@ -50,18 +50,6 @@ def create_app(test_config: Settings | Mapping[str, Any] | None = None) -> Flask
     app.extensions[AUDIT_KEY] = audit
     app.extensions[STORE_KEY] = audit.store
 
-    # Browsers never let "*" cover Authorization in Access-Control-Allow-Headers, so the headers
-    # are named; preflights are answered without authentication (they carry no credentials).
-    CORS(
-        app,
-        resources={r"/cds-services*": {}, r"/evidence/*": {}},
-        origins=list(settings.cors_origins),
-        methods=["GET", "POST", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
-        expose_headers=["X-Request-ID"],
-        max_age=86400,
-    )
-
     # Imported here, not at the top: they import prometheus_client, which must not load before
     # `cds-service serve` has set PROMETHEUS_MULTIPROC_DIR (see cds_service.server).
     from cds_service import api, evidence, ops, telemetry  # noqa: PLC0415
@@ -69,6 +57,7 @@ def create_app(test_config: Settings | Mapping[str, Any] | None = None) -> Flask
     from cds_service.storage.replay import SqlReplayCache  # noqa: PLC0415
 
     telemetry.init_app(app)  # first, so the request id and timer exist for every other hook
+    init_cors(app, settings.cors_origins)
     init_security(app, settings, SqlReplayCache(audit.store))
     ops.init_app(app)
     app.register_blueprint(api.bp)

@@ -266,6 +266,16 @@ class TestCors:
         assert ok.headers["Access-Control-Allow-Origin"] == "https://ehr.example.org"
         other = client.get("/cds-services", headers={"Origin": "https://evil.example"})
         assert "Access-Control-Allow-Origin" not in other.headers
+        assert "Origin" in ok.headers["Vary"] and "Origin" in other.headers["Vary"]
+
+    def test_preflight_is_answered_before_authentication(self, tmp_path):
+        clients = tmp_path / "clients.yaml"
+        clients.write_text("clients: [{iss: https://ehr.example.org, jwks_url: https://ehr.example.org/jwks}]")
+        client = create_app({"trusted_clients": clients}).test_client()
+        response = client.options(SIGN, headers={"Origin": self.ORIGIN, "Access-Control-Request-Method": "POST"})
+        assert response.status_code == 200
+        assert response.headers["Access-Control-Allow-Origin"] == "*"
+        assert client.post(SIGN, json=hook_request(IRE), headers={"Origin": self.ORIGIN}).status_code == 401
 
 
 def test_feedback_accepts_the_spec_examples(client):
