@@ -9,8 +9,8 @@ from flask import Flask
 
 from cds_service.audit import AuditTrail
 from cds_service.config import Settings
+from cds_service.context import FhirFetcher
 from cds_service.cors import init_cors
-from cds_service.crd import CrdOptions
 from cds_service.engine import Engine
 from cds_service.errors import register_error_handlers
 from cds_service.logs import configure_logging
@@ -21,6 +21,7 @@ ENGINE_KEY = "cds_engine"
 SETTINGS_KEY = "cds_settings"
 STORE_KEY = "cds_store"
 AUDIT_KEY = "cds_audit"
+FETCHER_KEY = "cds_fhir_fetcher"
 
 
 def create_app(test_config: Settings | Mapping[str, Any] | None = None) -> Flask:
@@ -37,14 +38,9 @@ def create_app(test_config: Settings | Mapping[str, Any] | None = None) -> Flask
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.compact = True  # type: ignore[attr-defined]
     app.extensions[SETTINGS_KEY] = settings
-    crd = CrdOptions(settings.crd_coverage_info, settings.crd_system_actions)
-    app.extensions[ENGINE_KEY] = Engine.load(
-        settings.policies_dir,
-        settings.cards_dir,
-        settings.payer_name,
-        crd,
-        fhir_cache_size=settings.fhir_cache_size,
-    )
+    app.extensions[ENGINE_KEY] = Engine.from_settings(settings)
+    # Configuration only: each fetch builds its own session and threads.
+    app.extensions[FETCHER_KEY] = FhirFetcher(settings.fhir_budget_ms, settings.fhir_open_server)
     # The database is checked (and the embedded one migrated) here: raises StorageError.
     audit = AuditTrail.open(settings)
     app.extensions[AUDIT_KEY] = audit

@@ -7,7 +7,6 @@ import json
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from cds_service.context import FhirFetcher
 from cds_service.errors import BadRequest, NotFound
 from cds_service.feedback import FeedbackRequest
 from cds_service.hookrequest import parse_hook_request
@@ -15,7 +14,7 @@ from cds_service.security import authenticated
 from cds_service.services import SERVICES, SERVICES_BY_ID, ServiceDefinition
 from cds_service.telemetry import feedback_received, hook_evaluated
 from cds_service.validation import parse_model
-from cds_service.web import audit_trail, base_url, engine, settings
+from cds_service.web import audit_trail, base_url, engine, fhir_fetcher, settings
 
 bp = Blueprint("api", __name__, url_prefix="/cds-services")
 
@@ -72,9 +71,13 @@ def _service(service_id: str) -> ServiceDefinition:
     return service
 
 
+# Fixed for the life of the process: the services are declared in code.
+_DISCOVERY = {"services": [service.discovery() for service in SERVICES]}
+
+
 @bp.get("")
 def discovery() -> Response:
-    return jsonify({"services": [service.discovery() for service in SERVICES]})
+    return jsonify(_DISCOVERY)
 
 
 @bp.post("/<service_id>")
@@ -82,9 +85,9 @@ def discovery() -> Response:
 def call_service(service_id: str) -> Response:
     service = _service(service_id)
     hook_request = parse_hook_request(read_json_body())
-    fetcher = FhirFetcher(settings().fhir_budget_ms, settings().fhir_open_server)
     audit = audit_trail()
-    evaluation = engine().evaluate(service, hook_request, base_url, fetcher, audit.unseen)  # base_url: only if a card
+    # base_url goes in as a function: it is worked out only when there is a card.
+    evaluation = engine().evaluate(service, hook_request, base_url, fhir_fetcher(), audit.unseen)
     hook_evaluated(hook_request, evaluation)
     # Queued for the background writer: the response does not wait for the database.
     audit.record_hook_call(service, hook_request, evaluation, g.get("auth_client"))

@@ -240,8 +240,7 @@ class AuditTrail:
                         "reasons": [_reason_json(r) for r in match.reasons],
                     }
                 )
-                key = self.decision_key(request, match)
-                if service.hook is Hook.ORDER_SELECT and key is not None:
+                if service.hook is Hook.ORDER_SELECT and (key := self.decision_key(request, match)) is not None:
                     batch["shown_decisions"].append({"decision_key": key, "shown_at": now, "card_uuid": card["uuid"]})
         return batch
 

@@ -237,8 +237,6 @@ class JwksCache:
 @dataclass(frozen=True, slots=True)
 class VerifiedClient:
     iss: str
-    tenant: str | None
-    jti: str
 
 
 class TokenVerifier:
@@ -333,7 +331,7 @@ class TokenVerifier:
             raise AuthError(AuthFailure.TENANT)
         if not self._replay.claim(client.iss, jti, float(exp) + self._leeway):
             raise AuthError(AuthFailure.REPLAYED, f"jti {jti!r}")
-        return VerifiedClient(client.iss, tenant if isinstance(tenant, str) else None, jti)
+        return VerifiedClient(client.iss)
 
 
 def describe_clients(clients: TrustedClients) -> str:

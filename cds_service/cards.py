@@ -24,11 +24,11 @@ from jinja2 import StrictUndefined, Template, TemplateError, meta
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from cds_service.cardrules import SUMMARY_LIMIT
 from cds_service.matching import OrderMatch, Reason, ReasonKind
 from cds_service.policy import PlanNote, Policy, PolicyError, read_yaml_file, validation_problems
 
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-SUMMARY_LIMIT = 140  # CDS Hooks 2.0 Card.summary: "<140-character summary"
 
 
 class _Strict(BaseModel):

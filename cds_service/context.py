@@ -165,7 +165,7 @@ def read_context(
     templates: Mapping[str, str],
     request: HookRequest,
     fetcher: Fetcher | None,
-    today: dt.date | None = None,
+    today: dt.date,
 ) -> PatientContext:
     """The patient context for a hook call: prefetch first, then ``fetcher`` for what is missing."""
     prefetch = request.prefetch or {}
@@ -194,7 +194,6 @@ def read_context(
             # Our own "not provided" says less than the client's failure it was trying to repair.
             values[key] = reason if result is Unavailable.NOT_PROVIDED else result
 
-    today = today or dt.datetime.now(dt.UTC).date()
     unavailable: dict[ContextKey, Unavailable] = {}
     patient, coverages = None, None
     if ContextKey.PATIENT in values:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cds_service.cards import CardBuilder, policy_link
+from cds_service.config import Settings
 from cds_service.context import UNAVAILABLE_EXTENSION, Fetcher, PatientContext, read_context
 from cds_service.crd import CrdOptions, coverage_action, place_system_actions
 from cds_service.fhircheck import DEFAULT_CACHE_SIZE, FhirChecker
@@ -108,16 +109,16 @@ class Engine:
         self.fhir = FhirChecker(fhir_cache_size)
 
     @classmethod
-    def load(
-        cls,
-        policies_dir: Path,
-        cards_dir: Path,
-        payer: str,
-        crd: CrdOptions | None = None,
-        *,
-        fhir_cache_size: int = DEFAULT_CACHE_SIZE,
-    ) -> Engine:
-        return cls(load_policies(policies_dir), cards_dir, payer, crd, fhir_cache_size=fhir_cache_size)
+    def from_settings(cls, settings: Settings) -> Engine:
+        """The engine ``serve`` and the offline commands share: policies, cards and options from
+        ``settings``. A broken policy or card file raises ``PolicyError``."""
+        return cls(
+            load_policies(settings.policies_dir),
+            settings.cards_dir,
+            settings.payer_name,
+            CrdOptions(settings.crd_coverage_info, settings.crd_system_actions),
+            fhir_cache_size=settings.fhir_cache_size,
+        )
 
     def evaluate(
         self,

@@ -25,7 +25,6 @@ _ISSUE_TYPE = {
     403: "forbidden",
     404: "not-found",
     405: "not-supported",
-    412: "incomplete",
     413: "too-costly",
     415: "not-supported",
     500: "exception",
@@ -64,14 +63,6 @@ class Unauthorized(ServiceError):
 
 class NotFound(ServiceError):
     status = 404
-
-
-class PreconditionFailed(ServiceError):
-    status = 412
-
-
-class PayloadTooLarge(ServiceError):
-    status = 413
 
 
 def operation_outcome(status: int, message: str, field: str | None = None) -> dict[str, object]:

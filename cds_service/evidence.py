@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, render_template
 
+from cds_service.cards import evidence_link
 from cds_service.errors import NotFound
 from cds_service.policy import DesignCategory, IndicationGroup, Policy, Study
 from cds_service.terminology import CANONICAL_URI, DISPLAY_NAME
@@ -64,8 +65,8 @@ def evidence_document(policy: Policy, base: str) -> dict[str, Any]:
         "by_design": {DESIGN_LABELS[k]: v for k, v in Counter(s.design_category for s in studies).items()},
     }
     data["urls"] = {
-        "html": f"{base}/evidence/{policy.id}",
-        "json": f"{base}/evidence/{policy.id}.json",
+        "html": evidence_link(policy, base),
+        "json": f"{evidence_link(policy, base)}.json",
     }
     return data
 

@@ -52,15 +52,6 @@ class Reason:
     display: str | None = None
     phrase: str | None = None
 
-    def describe(self) -> str:
-        """A short plain-text explanation, e.g. ``CPT 0600T in code.coding[0]``."""
-        if self.kind is ReasonKind.TEXT:
-            return f"the text '{self.phrase}' in {self.field}"
-        label = f"{self.system} {self.code}"
-        if self.kind is ReasonKind.CODE_WITH_TEXT:
-            return f"{label} in {self.field}, with the text '{self.phrase}'"
-        return f"{label} in {self.field}"
-
 
 @dataclass(frozen=True, slots=True)
 class OrderMatch:

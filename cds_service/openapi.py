@@ -50,6 +50,7 @@ _MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (Health, "serialization"),
     (Readiness, "serialization"),
 )
+_MODES: dict[type[BaseModel], JsonSchemaMode] = dict(_MODELS)
 
 _DESCRIPTION = """\
 CDS Hooks 2.0 service (order-select, order-sign) that answers with cards for payer medical \
@@ -102,8 +103,7 @@ def build_document(policies: Sequence[Policy], base_url: str | None, *, authenti
     refs, definitions = models_json_schema(_MODELS, ref_template="#/components/schemas/{model}")
 
     def schema(model: type[BaseModel]) -> dict[str, Any]:
-        mode: JsonSchemaMode = "validation" if model in (HookRequest, FeedbackRequest) else "serialization"
-        return dict(refs[(model, mode)])
+        return dict(refs[(model, _MODES[model])])
 
     def json_body(description: str, model: type[BaseModel]) -> dict[str, Any]:
         return _response(description, "application/json", schema(model))

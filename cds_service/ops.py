@@ -21,6 +21,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify
 
 from cds_service.metrics import exposition
 from cds_service.openapi import OPENAPI_KEY, build_document
+from cds_service.policy import describe_policies
 from cds_service.schemas import CheckStatus, ReadinessStatus
 from cds_service.web import audit_trail, engine, settings
 
@@ -57,7 +58,7 @@ def _policies_loaded() -> str:
     policies = engine().policies
     if not policies:
         raise NotReady("no policies loaded")
-    return ", ".join(f"{policy.id} {policy.version}" for policy in policies)
+    return describe_policies(policies)
 
 
 def _database_reachable() -> str:

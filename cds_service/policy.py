@@ -283,3 +283,8 @@ def load_policies(directory: Path) -> tuple[Policy, ...]:
 
 def policies_by_id(policies: Iterable[Policy]) -> dict[str, Policy]:
     return {policy.id: policy for policy in policies}
+
+
+def describe_policies(policies: Iterable[Policy]) -> str:
+    """``SURG.00126 2024-04-01, ...``: what is loaded, for logs and readiness."""
+    return ", ".join(f"{policy.id} {policy.version}" for policy in policies)

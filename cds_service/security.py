@@ -73,7 +73,7 @@ def _bearer_token() -> str:
 def authenticated(view: F) -> F:
     """Require a valid CDS Hooks client JWT when trusted clients are configured.
 
-    On success the caller's issuer is in ``g.auth_client`` (and tenant in ``g.auth_tenant``) for
+    On success the caller's issuer is in ``g.auth_client`` for
     the audit trail. The log says why a call was refused, never the token.
     """
 
@@ -94,7 +94,6 @@ def authenticated(view: F) -> F:
                 count_auth_failure(exc.failure)
                 raise Unauthorized(exc.failure.value) from None
             g.auth_client = client.iss
-            g.auth_tenant = client.tenant
         return view(*args, **kwargs)
 
     return cast(F, wrapper)

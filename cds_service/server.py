@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
@@ -35,7 +35,7 @@ from cds_service.audit import AuditTrail
 from cds_service.auth import TrustedClientsError
 from cds_service.config import Settings
 from cds_service.logs import json_formatter
-from cds_service.policy import Policy, PolicyError
+from cds_service.policy import Policy, PolicyError, describe_policies
 from cds_service.storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -56,11 +56,7 @@ def default_pid_file(port: int) -> Path:
 
 
 def _policies(app: Flask) -> tuple[Policy, ...]:
-    return tuple(app.extensions[ENGINE_KEY].policies)
-
-
-def _describe(policies: tuple[Policy, ...]) -> str:
-    return ", ".join(f"{policy.id} {policy.version}" for policy in policies)
+    return cast(tuple[Policy, ...], app.extensions[ENGINE_KEY].policies)
 
 
 def _post_worker_init(worker: Any) -> None:
@@ -91,7 +87,7 @@ class _ReloadingArbiter(Arbiter):  # type: ignore[misc]  # gunicorn ships no typ
         except CONFIGURATION_ERRORS as exc:
             self.log.error("reload rejected, the running workers and their policies stay in service: %s", exc)
             return
-        self.log.info("reload: policies checked (%s); replacing workers", _describe(_policies(self.app.load())))
+        self.log.info("reload: policies checked (%s); replacing workers", describe_policies(_policies(self.app.load())))
         super().reload()
 
 
@@ -177,7 +173,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, pid_file: P
         server = ServiceServer(settings, {**options, "pidfile": str(pid_file)})
         app = server.load()
         audit: AuditTrail = app.extensions[AUDIT_KEY]
-        log.info("loaded policies %s", _describe(_policies(app)))
+        log.info("loaded policies %s", describe_policies(_policies(app)))
         log.info("database %s", audit.store.location)
         log.info("patient and user ids hashed with the key from %s", audit.hasher.source)
         log.info("discovery at http://%s:%d/cds-services; pid file %s; metrics in %s", host, port, pid_file, metrics)

@@ -6,21 +6,27 @@ from typing import cast
 
 from flask import current_app, request
 
+from cds_service import AUDIT_KEY, ENGINE_KEY, FETCHER_KEY, SETTINGS_KEY
 from cds_service.audit import AuditTrail
 from cds_service.config import Settings
+from cds_service.context import FhirFetcher
 from cds_service.engine import Engine
 
 
 def settings() -> Settings:
-    return cast(Settings, current_app.extensions["cds_settings"])
+    return cast(Settings, current_app.extensions[SETTINGS_KEY])
 
 
 def engine() -> Engine:
-    return cast(Engine, current_app.extensions["cds_engine"])
+    return cast(Engine, current_app.extensions[ENGINE_KEY])
 
 
 def audit_trail() -> AuditTrail:
-    return cast(AuditTrail, current_app.extensions["cds_audit"])
+    return cast(AuditTrail, current_app.extensions[AUDIT_KEY])
+
+
+def fhir_fetcher() -> FhirFetcher:
+    return cast(FhirFetcher, current_app.extensions[FETCHER_KEY])
 
 
 def base_url() -> str:

@@ -222,12 +222,12 @@ class TestFeedback:
 class TestOneAlertPerDecision:
     def test_order_sign_does_not_repeat_what_order_select_showed(self, client, store):
         assert len(call(client, SELECT, IRE)["cards"]) == 1
-        store.flush(10)
+        assert store.flush(10)
         assert call(client, SIGN, IRE, CT)["cards"] == []
 
     def test_only_the_new_order_is_shown_at_sign(self, client, store):
         call(client, SELECT, IRE)
-        store.flush(10)
+        assert store.flush(10)
         (card,) = call(client, SIGN, IRE, NANO)["cards"]
         assert [s["actions"][0]["resourceId"] for s in card["suggestions"]] == ["ServiceRequest/sr-nano"]
         assert "NanoKnife" in card["detail"] and "sr-ire" not in card["detail"]
@@ -248,13 +248,13 @@ class TestOneAlertPerDecision:
     )
     def test_a_changed_decision_is_shown_again(self, client, store, change: Callable[..., Any]):
         call(client, SELECT, IRE)
-        store.flush(10)
+        assert store.flush(10)
         order, patient = change(copy.deepcopy(IRE), PATIENT)
         assert len(call(client, SIGN, order, patient=patient)["cards"]) == 1
 
     def test_a_new_policy_version_is_a_new_decision(self, make_app, client, store, tmp_path):
         call(client, SELECT, IRE)
-        store.flush(10)
+        assert store.flush(10)
         revised = tmp_path / "policies"
         revised.mkdir()
         text = (ROOT / "policies" / "SURG.00126.yaml").read_text()
@@ -281,7 +281,7 @@ class TestOneAlertPerDecision:
 
     def test_order_select_itself_always_shows_the_card(self, client, store):
         call(client, SELECT, IRE)
-        store.flush(10)
+        assert store.flush(10)
         assert len(call(client, SELECT, IRE)["cards"]) == 1
 
 
@@ -289,11 +289,12 @@ def test_no_patient_or_user_id_in_clear_anywhere_in_the_database(client, store):
     for patient in (PATIENT, "pat-2b9f01"):
         call(client, SELECT, IRE, patient=patient)
         card = call(client, SIGN, NANO, patient=patient)["cards"][0]
-        post_feedback(client, overridden(card), accepted(card))
+        assert post_feedback(client, overridden(card), accepted(card)).json == {"received": 2}
     secrets = (PATIENT, "pat-2b9f01", "user-93b2")
     assert store.flush(10)
     with store.connect() as connection:
         assert connection.scalar(select(func.count()).select_from(hook_calls)) == 4
+        assert connection.scalar(select(func.count()).select_from(feedback)) == 4
         for table in metadata.sorted_tables:
             for column in table.columns:
                 text = func.lower(cast(column, String))

@@ -190,8 +190,10 @@ def test_refused_tokens_get_401(secured, ec_key, make, words):
     assert call(secured, ec_key.token()).status_code == 200  # and the server keeps serving
 
 
-def test_wrong_key_other_kid(secured):
-    assert_401(call(secured, Key("EC", "ec-1").token()), "signature")
+def test_a_known_kid_naming_another_key_is_refused(secured, ec_key, rsa_key):
+    # An ES384 token whose kid names the client's RSA key: the key and the algorithm disagree.
+    assert_401(call(secured, ec_key.token(headers={"kid": rsa_key.kid})), "")
+    assert_401(call(secured, Key("EC", "ec-1").token()), "signature")  # a stranger's key under a known kid
 
 
 def test_replayed_jti_is_refused(secured, ec_key):

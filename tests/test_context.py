@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import socket
 import time
 from typing import Any
 
@@ -34,6 +33,7 @@ from tests.conftest import (
     searchset,
     service_request,
 )
+from tests.pgserver import free_port
 
 TOKEN = "tok-7f3a9c1e-SECRET-never-logged"
 IRE = service_request("sr-ire", code="0600T", text="IRE of liver tumor")
@@ -76,12 +76,6 @@ def serve_fhir(httpserver, patient: Any = None, coverages: Any = None) -> None:
     httpserver.expect_request("/fhir/Coverage").respond_with_json(
         coverages or searchset(coverage_resource()), content_type="application/fhir+json"
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # Prefetch semantics -------------------------------------------------------------------------

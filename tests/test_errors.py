@@ -78,7 +78,7 @@ BAD_BODIES = [
         SIGN,
         replaced("context.draftOrders", {"resourceType": "Bundle", "entry": ["x"]}),
         "context.draftOrders.entry[0]",
-        "",
+        "valid dictionary",
     ),
     ("selections-not-array", SELECT, replaced("context.selections", "ServiceRequest/x"), "context.selections", "list"),
     ("selections-not-strings", SELECT, replaced("context.selections", [1]), "context.selections[0]", "string"),

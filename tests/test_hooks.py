@@ -67,6 +67,8 @@ def test_order_sign_ire_card(post_hook):
             "resourceId": "ServiceRequest/sr-ire",
         }
     ]
+    description = suggestion["actions"][0]["description"]
+    assert "ServiceRequest/sr-ire" in description and "SURG.00126" in description
     assert uuid.UUID(suggestion["uuid"])
     reasons = card["overrideReasons"]
     assert {r["code"] for r in reasons} == {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cds_service.config import data_dir
-from cds_service.matching import Matcher, ReasonKind
+from cds_service.matching import Matcher, Reason, ReasonKind
 from cds_service.policy import load_policies
 from tests.conftest import CPT, PCS, service_request
 
@@ -232,10 +232,10 @@ def test_code_in_timestamp_fields_is_ignored():
 def test_every_reason_is_recorded_once():
     resource = service_request(code="0600T", display="IRE", text="NanoKnife IRE of liver tumor")
     (found,) = MATCHER.match(resource)
-    descriptions = [r.describe() for r in found.reasons]
-    assert descriptions[0] == "CPT 0600T in code.coding[0]"
-    assert "the text 'NanoKnife' in code.text" in descriptions
-    assert len(descriptions) == len(set(descriptions))
+    first = found.reasons[0]
+    assert (first.kind, first.system, first.code, first.field) == (ReasonKind.CODE, "CPT", "0600T", "code.coding[0]")
+    assert Reason(ReasonKind.TEXT, "code.text", phrase="NanoKnife") in found.reasons
+    assert len(found.reasons) == len(set(found.reasons))
 
 
 def test_order_identity_and_label():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import tempfile
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -21,7 +22,9 @@ from cds_service.services import SERVICES
 from cds_service.terminology import SYSTEM_BY_KEY
 from tests.conftest import SELECT, SIGN, assert_valid_response, hook_request, service_request
 
-APP = create_app({"base_url": "https://cds.example.org"})
+# Built at import, before the per-test storage fixtures: give it a data directory of its own so
+# the hypothesis examples never write to the user's default database.
+APP = create_app({"base_url": "https://cds.example.org", "data_dir": tempfile.mkdtemp(prefix="cds-properties-")})
 ENGINE: Engine = APP.extensions[ENGINE_KEY]
 (POLICY,) = ENGINE.policies
 MATCHER = Matcher(ENGINE.policies)

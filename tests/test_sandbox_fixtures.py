@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import SANDBOX_FIXTURES, assert_valid_response, sandbox_fixtures
 
+# Outside CI a checkout without ../shared skips these; in CI they run, and fail if the fixtures are missing.
 pytestmark = pytest.mark.skipif(
-    not SANDBOX_FIXTURES.is_dir(), reason=f"sandbox fixtures not found at {SANDBOX_FIXTURES}"
+    not SANDBOX_FIXTURES.is_dir() and os.environ.get("CI", "").lower() not in ("true", "1"),
+    reason=f"sandbox fixtures not found at {SANDBOX_FIXTURES}",
 )
 
 

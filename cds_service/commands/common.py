@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from cds_service.config import Settings
-from cds_service.crd import CrdOptions
 from cds_service.engine import Engine
 
 
@@ -58,10 +57,7 @@ def settings_from_args(args: argparse.Namespace, **overrides: Any) -> Settings:
 def load_engine(settings: Settings) -> Engine:
     """The engine ``serve`` builds from the same settings; a broken policy or card file raises
     ``PolicyError`` (exit 2)."""
-    crd = CrdOptions(settings.crd_coverage_info, settings.crd_system_actions)
-    return Engine.load(
-        settings.policies_dir, settings.cards_dir, settings.payer_name, crd, fhir_cache_size=settings.fhir_cache_size
-    )
+    return Engine.from_settings(settings)
 
 
 def read_json(source: str) -> object:

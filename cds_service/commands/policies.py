@@ -25,7 +25,7 @@ from cds_service.commands.common import (
     load_engine,
     settings_from_args,
 )
-from cds_service.policy import Policy, PolicyError, Problem, load_policy_file
+from cds_service.policy import Policy, PolicyError, Problem, load_policy_file, policies_by_id
 from cds_service.terminology import DISPLAY_NAME
 
 
@@ -80,7 +80,7 @@ def _text_rules(policy: Policy) -> Text:
 
 
 def _show(args: argparse.Namespace) -> int:
-    policies = {policy.id: policy for policy in load_engine(settings_from_args(args)).policies}
+    policies = policies_by_id(load_engine(settings_from_args(args)).policies)
     policy = policies.get(args.id)
     if policy is None:
         raise CommandError(f"no policy '{args.id}' is loaded; loaded: {', '.join(policies)}")

@@ -41,11 +41,12 @@ from cds_service.commands.client import (
     describe_status,
 )
 from cds_service.commands.common import CommandError, ExitCode
+from cds_service.config import Settings
 from cds_service.examples import Example, load_examples
 from cds_service.hookrequest import Hook
 
 SANDBOX_ORIGIN = "https://sandbox.cds-hooks.org"
-DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024  # the service's default CDS_MAX_BODY_BYTES
+DEFAULT_MAX_BODY_BYTES: int = Settings.model_fields["max_body_bytes"].default
 
 
 class Outcome(StrEnum):
@@ -428,7 +429,7 @@ def add_selfcheck_command(commands: argparse._SubParsersAction) -> None:  # type
         "--max-body-bytes",
         type=int,
         default=DEFAULT_MAX_BODY_BYTES,
-        help="the deployment's CDS_MAX_BODY_BYTES; one byte more must get 413 (default: 5242880)",
+        help="the deployment's CDS_MAX_BODY_BYTES; one byte more must get 413 (default: %(default)s)",
     )
     selfcheck.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     selfcheck.set_defaults(handler=_selfcheck)

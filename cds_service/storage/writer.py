@@ -183,9 +183,7 @@ class BackgroundWriter:
                 return
             except Exception as exc:
                 if is_transient(exc):
-                    log.warning("database unreachable (%s); audit records go to the spool", type(exc).__name__)
-                    with self._lock:
-                        self._retry_at = time.monotonic() + RETRY_SECONDS
+                    self._database_down(exc)
         for batch in group:
             self._write(batch)
 
@@ -199,10 +197,14 @@ class BackgroundWriter:
                     log.error("audit batch rejected by the database (%s); kept in the spool", type(exc).__name__)
                     self._store.spool.append(batch, error=describe(exc)[:500])
                     return
-                log.warning("database unreachable (%s); audit records go to the spool", type(exc).__name__)
-                with self._lock:
-                    self._retry_at = time.monotonic() + RETRY_SECONDS
+                self._database_down(exc)
         self._store.spool.append(batch)
+
+    def _database_down(self, exc: BaseException) -> None:
+        """From now until the retry, batches go straight to the spool."""
+        log.warning("database unreachable (%s); audit records go to the spool", type(exc).__name__)
+        with self._lock:
+            self._retry_at = time.monotonic() + RETRY_SECONDS
 
     def _replay(self) -> None:
         try:
