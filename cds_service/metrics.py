@@ -56,10 +56,20 @@ POLICY_LOADED = Gauge(
 )
 
 
+# The labelled series per (endpoint, service, status), looked up once: ``labels()`` takes a lock
+# and rebuilds its key on every call. Bounded, since every label comes from a closed set.
+_REQUEST_SERIES: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+
 def count_request(endpoint: str, service: str, status: int, seconds: float) -> None:
-    code = str(status)
-    REQUESTS.labels(endpoint, service, code).inc()
-    LATENCY.labels(endpoint, service, code).observe(seconds)
+    key = (endpoint, service, status)
+    series = _REQUEST_SERIES.get(key)
+    if series is None:
+        code = str(status)
+        series = (REQUESTS.labels(endpoint, service, code), LATENCY.labels(endpoint, service, code))
+        _REQUEST_SERIES[key] = series
+    series[0].inc()
+    series[1].observe(seconds)
 
 
 def count_cards(policy_ids: Iterable[str]) -> None:

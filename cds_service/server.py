@@ -34,7 +34,7 @@ from cds_service import AUDIT_KEY, ENGINE_KEY, create_app
 from cds_service.audit import AuditTrail
 from cds_service.auth import TrustedClientsError
 from cds_service.config import Settings
-from cds_service.logs import json_formatter
+from cds_service.logs import json_formatter, skip_unused_record_fields
 from cds_service.policy import Policy, PolicyError, describe_policies
 from cds_service.storage import StorageError
 
@@ -168,6 +168,7 @@ def gunicorn_options(*, host: str, port: int, workers: int, log_level: str) -> d
 def serve(settings: Settings, *, host: str, port: int, workers: int, pid_file: Path) -> None:
     """Run until SIGTERM. A broken policy, card, trusted-clients file or database raises first."""
     pid_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    skip_unused_record_fields()
     with metrics_directory() as metrics:
         options = gunicorn_options(host=host, port=port, workers=workers, log_level=settings.log_level)
         server = ServiceServer(settings, {**options, "pidfile": str(pid_file)})

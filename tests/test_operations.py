@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import uuid
 
 import jsonschema
@@ -217,6 +218,34 @@ def test_engine_warnings_carry_the_request_id(client, caplog):
     client.post(SIGN, json=hook_request(invalid), headers={"X-Request-ID": "trace-7"})
     (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert json.loads(json_formatter().format(warning))["request_id"] == "trace-7"
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"hookInstance": "plain"}, "plain"),
+        ({"hookInstance": "caf\u00e9 \U0001fa7a"}, "caf\u00e9 \U0001fa7a"),
+        ({"hookInstance": "lone \ud800"}, "lone \ud800"),
+        ({"count": 2**70}, 2**70),
+    ],
+)
+def test_log_lines_are_ascii_json_whatever_the_fields_hold(extra, expected):
+    record = logging.LogRecord("cds_service.request", logging.INFO, __file__, 1, "request", (), None)
+    record.__dict__.update(extra)
+    line = json_formatter().format(record)
+    assert line.isascii()
+    parsed = json.loads(line)
+    assert parsed[next(iter(extra))] == expected
+    assert list(parsed)[:3] == ["level", "logger", "message"] and parsed["time"].endswith("+00:00")
+
+
+def test_a_logged_exception_carries_its_traceback():
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    parsed = json.loads(json_formatter().format(record))
+    assert parsed["message"] == "failed" and "ValueError: boom" in parsed["exc_info"]
 
 
 # --- the OpenAPI document ---------------------------------------------------------------------

@@ -108,7 +108,8 @@ def test_two_instances_on_one_database_store_every_write_once(database, tmp_path
     servers = [Server(tmp_path / f"{n}.log", {**env, "CDS_DATA_DIR": str(tmp_path / n)}) for n in ("a", "b")]
     engine = create_engine(database.replace("postgresql://", "postgresql+psycopg://"))
     try:
-        assert '"message": "database postgresql+psycopg://postgres@127.0.0.1' in servers[0].output()
+        messages = [line["message"] for line in servers[0].log_records()]
+        assert any(m.startswith("database postgresql+psycopg://postgres@127.0.0.1") for m in messages), messages
         patients = [f"patient-{uuid.uuid4().hex[:8]}" for _ in range(40)]
         with ThreadPoolExecutor(CONCURRENCY) as pool:
             cards = list(pool.map(lambda i: sign(servers[i % 2], patients[i]), range(len(patients))))
