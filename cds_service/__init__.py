@@ -13,6 +13,7 @@ from cds_service.context import FhirFetcher
 from cds_service.cors import init_cors
 from cds_service.engine import Engine
 from cds_service.errors import register_error_handlers
+from cds_service.jsonio import OrjsonProvider
 from cds_service.logs import configure_logging
 
 __all__ = ["Settings", "create_app"]
@@ -35,8 +36,7 @@ def create_app(test_config: Settings | Mapping[str, Any] | None = None) -> Flask
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.json.compact = True  # type: ignore[attr-defined]
+    app.json = OrjsonProvider(app)
     app.extensions[SETTINGS_KEY] = settings
     app.extensions[ENGINE_KEY] = Engine.from_settings(settings)
     # Configuration only: each fetch builds its own session and threads.

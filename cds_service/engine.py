@@ -152,7 +152,9 @@ class Engine:
                 found.append(match)
                 if match.reference:
                     resources[match.reference] = order
-        shown = list(match_filter(service, request, found)) if match_filter and found else found
+        if not found:  # the common answer: no card, nothing to read or build
+            return Evaluation({"cards": []}, (), len(orders))
+        shown = list(match_filter(service, request, found)) if match_filter else found
         matches: dict[str, list[OrderMatch]] = {}
         for match in shown:
             matches.setdefault(match.policy.id, []).append(match)

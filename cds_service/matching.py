@@ -104,11 +104,27 @@ def _concept_texts(concept: object, path: str) -> Iterator[tuple[str, str]]:
             yield f"{coding_path}.display", display
 
 
+def _primary_concepts(resource: dict[str, object]) -> Iterator[tuple[object, str]]:
+    """The concepts whose text says what is being ordered, with their paths."""
+    yield resource.get("code"), "code"
+    for index, detail in enumerate(_as_list(resource.get("orderDetail"))):
+        yield detail, f"orderDetail[{index}]"
+
+
 def _primary_texts(resource: dict[str, object]) -> Iterator[tuple[str, str]]:
     """Text that says what is being ordered."""
-    yield from _concept_texts(resource.get("code"), "code")
-    for index, detail in enumerate(_as_list(resource.get("orderDetail"))):
-        yield from _concept_texts(detail, f"orderDetail[{index}]")
+    for concept, path in _primary_concepts(resource):
+        yield from _concept_texts(concept, path)
+
+
+def _concept_strings(concept: object) -> list[str]:
+    """A concept's text and coding displays, without their paths (for the quick screen)."""
+    concept = _as_dict(concept)
+    found = [text] if isinstance(text := concept.get("text"), str) else []
+    for coding in _as_list(concept.get("coding")):
+        if isinstance(coding, dict) and isinstance(display := coding.get("display"), str):
+            found.append(display)
+    return found
 
 
 def _supporting_texts(resource: dict[str, object]) -> Iterator[tuple[str, str]]:
@@ -213,10 +229,32 @@ class Matcher:
                     reasons.setdefault(policy.id, []).append(reason)
         return conditional
 
+    def _may_match(self, resource: dict[str, object]) -> bool:
+        """The quick screen that clears most orders: none of the order's codes is a policy code,
+        and the text saying what is ordered holds no policy phrase or acronym.
+
+        One dict look-up per coding and one regex search over the primary texts joined by NUL, a
+        character that is neither a word character nor a phrase separator, so no match can span
+        two texts and each text's ends stay boundaries. Reasons and their paths are worked out only
+        for what passes (``match``), which is rare in real order traffic.
+        """
+        for coding in _as_list(_as_dict(resource.get("code")).get("coding")):
+            if isinstance(coding, dict):
+                system = code_system_for(coding.get("system"))
+                code = normalise_code(coding.get("code"))
+                if system is not None and code is not None and (system.value, code) in self._codes:
+                    return True
+        texts = [text for concept, _ in _primary_concepts(resource) for text in _concept_strings(concept)]
+        return self._pattern.search("\x00".join(texts)) is not None
+
     def match(self, resource: object) -> list[OrderMatch]:
         """The policies ``resource`` falls under, one entry per policy, in policy order."""
-        if not isinstance(resource, dict):
+        if not isinstance(resource, dict) or not self._may_match(resource):
             return []
+        return self._match_fully(resource)
+
+    def _match_fully(self, resource: dict[str, object]) -> list[OrderMatch]:
+        """Every reason, field by field; ``match`` calls it only for orders the screen let through."""
         reasons: dict[str, list[Reason]] = {}
         conditional = self._code_reasons(resource, reasons)
 

@@ -165,6 +165,37 @@ def test_the_matcher_never_raises_on_any_json_value(value):
     assert isinstance(MATCHER.match(value), list)
 
 
+TEXT_FIELDS = ["code.text", "display", "orderDetail", "note", "reasonCode", "patientInstruction"]
+
+
+@st.composite
+def order_with_anything(draw: st.DrawFn) -> dict[str, Any]:
+    """An order that may carry any policy code (93799 included) and policy wording in any field."""
+    order = draw(innocent_order())
+    words = [*POLICY.text.phrases, *POLICY.text.acronyms, *POLICY.text.acronym_context]
+    for field in draw(st.lists(st.sampled_from(TEXT_FIELDS), max_size=3)):
+        text = draw(innocent_text()) + draw(st.sampled_from([" ", "-", ""])) + draw(st.sampled_from(words))
+        if field == "code.text":
+            order["code"]["text"] = text
+        elif field == "display":
+            order["code"]["coding"].append({"system": "http://snomed.info/sct", "code": "1", "display": text})
+        elif field == "patientInstruction":
+            order[field] = text
+        else:
+            order[field] = [{"text": text}]
+    if draw(st.booleans()):
+        rule = draw(st.sampled_from(POLICY.codes))
+        order["code"]["coding"].append({"system": draw(spelled_system(rule.system)), "code": rule.code})
+    return order
+
+
+@given(order=order_with_anything() | resource_shaped)
+def test_the_quick_screen_never_drops_an_order_the_full_match_takes(order):
+    """``Matcher.match`` screens orders before working out reasons; the screen may let through
+    orders that do not match, never hold back one that does."""
+    assert MATCHER.match(order) == MATCHER._match_fully(order)
+
+
 @given(resources=st.lists(resource_shaped | json_values.filter(lambda v: isinstance(v, dict)), max_size=4))
 def test_the_engine_never_raises_and_always_answers_with_valid_cards(resources):
     orders = [{"resourceType": "ServiceRequest", "id": f"sr-{n}", **r} for n, r in enumerate(resources)]
