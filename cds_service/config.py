@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
 
-from cds_service.fhircheck import DEFAULT_CACHE_SIZE
+from cds_service.fhircheck import DEFAULT_CACHE_SIZE, FhirValidation
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -60,6 +60,8 @@ class Settings(BaseModel):
     # Browser clients (the CDS Hooks sandbox) need CORS; "*" admits any origin.
     cors_origins: tuple[str, ...] = ("*",)
     max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    # Which examined orders are FHIR-validated (problems are logged, never refused).
+    fhir_validation: FhirValidation = FhirValidation.MATCHED
     # FHIR validation verdicts remembered per worker, by resource content (0: validate every time).
     fhir_cache_size: int = Field(default=DEFAULT_CACHE_SIZE, ge=0)
     log_level: str = "INFO"

@@ -1,8 +1,8 @@
 """The hook pipeline, free of Flask so the CLI, tests and benchmarks share it.
 
 validate envelope (hookrequest) -> extract the ServiceRequests -> select what the service's hook
-asks for -> FHIR-validate them (log only, once per distinct resource: fhircheck) -> match policies
--> merge per policy -> read the patient context (only when something matched) -> build cards, plan
+asks for -> match policies -> FHIR-validate the matched ones (log only, once per distinct resource:
+fhircheck) -> merge per policy -> read the patient context (only when something matched) -> build cards, plan
 guidance and CRD coverage information.
 """
 
@@ -19,7 +19,7 @@ from cds_service.cards import CardBuilder, policy_link
 from cds_service.config import Settings
 from cds_service.context import UNAVAILABLE_EXTENSION, Fetcher, PatientContext, read_context
 from cds_service.crd import CrdOptions, coverage_action, place_system_actions
-from cds_service.fhircheck import DEFAULT_CACHE_SIZE, FhirChecker
+from cds_service.fhircheck import DEFAULT_CACHE_SIZE, FhirChecker, FhirValidation
 from cds_service.hookrequest import HookRequest
 from cds_service.matching import Matcher, OrderMatch
 from cds_service.plans import applicable_notes
@@ -101,12 +101,14 @@ class Engine:
         crd: CrdOptions | None = None,
         *,
         fhir_cache_size: int = DEFAULT_CACHE_SIZE,
+        fhir_validation: FhirValidation = FhirValidation.MATCHED,
     ) -> None:
         self.policies = tuple(policies)
         self.matcher = Matcher(self.policies)
         self.cards = CardBuilder(cards_dir, self.policies, payer)
         self.crd = crd or CrdOptions()
         self.fhir = FhirChecker(fhir_cache_size)
+        self.validate_all = fhir_validation is FhirValidation.ALL
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
@@ -118,6 +120,7 @@ class Engine:
             settings.payer_name,
             CrdOptions(settings.crd_coverage_info, settings.crd_system_actions),
             fhir_cache_size=settings.fhir_cache_size,
+            fhir_validation=settings.fhir_validation,
         )
 
     def evaluate(
@@ -147,8 +150,10 @@ class Engine:
         found: list[OrderMatch] = []
         resources: dict[str, dict[str, Any]] = {}
         for order in orders:
-            self.fhir.check(order, request.hookInstance)
-            for match in self.matcher.match(order):
+            order_matches = self.matcher.match(order)
+            if order_matches or self.validate_all:
+                self.fhir.check(order, request.hookInstance)
+            for match in order_matches:
                 found.append(match)
                 if match.reference:
                     resources[match.reference] = order

@@ -1,14 +1,18 @@
-"""FHIR R4 validation of the examined ServiceRequests, done once per distinct resource.
+"""FHIR R4 validation of the ServiceRequests a card is about, done once per distinct resource.
 
 The service is lenient on clinical content: a ServiceRequest that is not valid FHIR R4 is still
 examined, and the problem is only logged (hookInstance, field paths and error types, never
-values). Validating a realistic ServiceRequest with fhir.resources costs about 130 µs (some 16
-nested pydantic models, each running fhir_core's Python-level validators), which made it most of
-the cost of a hook call (bench/RESULTS.md). EHRs send the same draft orders again and again:
-order-select fires on every selection with all drafts so far, and order-sign repeats them. So the
-verdict is kept per resource content, in a bounded LRU per process, and a resource seen before
-costs a fingerprint and a look-up (about 4 µs) instead of a validation. Every examined resource
-is still checked and every problem is still logged on every call that carries it.
+values). Which orders are validated is :class:`FhirValidation` (``CDS_FHIR_VALIDATION``): by
+default the orders that fall under a policy, since the matcher reads raw JSON and needs no valid
+FHIR, and the other orders of a call are never mentioned in a card.
+
+Validating a realistic ServiceRequest with fhir.resources costs about 130 µs (some 16 nested
+pydantic models, each running fhir_core's Python-level validators). EHRs send the same draft
+orders again and again: order-select fires on every selection with all drafts so far, and
+order-sign repeats them. So the verdict is kept per resource content, in a bounded LRU per
+process, and a resource seen before costs a fingerprint and a look-up (about 4 µs) instead of a
+validation. Every validated resource is checked and every problem logged on every call that
+carries it.
 
 The fingerprint is a 128-bit BLAKE2b digest of ``marshal.dumps`` of the decoded JSON. marshal is
 a fast, faithful serialisation of JSON values (dict, list, str, int, float, bool, None): equal
@@ -24,6 +28,7 @@ import marshal
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from enum import StrEnum
 from hashlib import blake2b
 from typing import Any, Final
 
@@ -33,6 +38,22 @@ from pydantic import ValidationError
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_SIZE: Final = 8192
+
+
+class FhirValidation(StrEnum):
+    """Which examined ServiceRequests are validated with fhir.resources.
+
+    ``matched``: those that fall under a policy, the orders a card is about. Validating every draft
+    order of an order-sign call was nearly all the cost of a call with orders the service had not
+    seen before (about 130 µs each; 19 ms for 100 orders, bench/RESULTS.md), spent on orders no
+    card mentions. ``all``: every examined order, for checking an EHR's ServiceRequests during
+    integration.
+    """
+
+    MATCHED = "matched"
+    ALL = "all"
+
+
 _LOGGED_PROBLEMS = 5
 
 

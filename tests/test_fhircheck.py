@@ -107,7 +107,19 @@ def test_every_call_logs_the_problem_even_when_the_verdict_is_remembered(client,
 
 def test_cache_size_is_configurable_and_zero_turns_it_off(validations):
     app = create_app({"fhir_cache_size": 0})
-    body = hook_request(service_request(code="74177", text="CT abdomen"))
+    body = hook_request(service_request(code="0600T", text="IRE of liver tumour"))
     for _ in range(2):
         assert app.test_client().post(SIGN, json=body).status_code == 200
     assert len(validations) == 2
+
+
+@pytest.mark.parametrize(("scope", "validated"), [("matched", ["sr-ire"]), ("all", ["sr-ct", "sr-ire", "sr-bad"])])
+def test_by_default_only_the_orders_a_card_is_about_are_validated(validations, caplog, scope, validated):
+    caplog.set_level("WARNING")
+    ct = service_request("sr-ct", code="74177", text="CT abdomen")
+    ire = service_request("sr-ire", code="0600T", text="IRE of liver tumour")
+    bad = service_request("sr-bad", code="74177", text="CT chest") | {"status": 42}
+    response = create_app({"fhir_validation": scope}).test_client().post(SIGN, json=hook_request(ct, ire, bad))
+    assert response.status_code == 200 and len(response.json["cards"]) == 1
+    assert [resource["id"] for resource in validations] == validated
+    assert ("ServiceRequest/sr-bad is not valid FHIR R4" in caplog.text) is (scope == "all")
