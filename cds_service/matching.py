@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from cds_service.policy import CodeRule, Policy
+from cds_service.policy import CodeRule, CodeSystem, Policy
 from cds_service.terminology import DISPLAY_NAME, code_system_for, normalise_code
 
 # Word separators inside a phrase: whitespace, ASCII hyphen and the Unicode dashes U+2010..U+2015.
@@ -168,14 +168,14 @@ class Matcher:
 
     def __init__(self, policies: Sequence[Policy]) -> None:
         self.policies = tuple(policies)
-        self._codes: dict[tuple[str, str], list[tuple[Policy, CodeRule]]] = {}
+        self._codes: dict[tuple[CodeSystem, str], list[tuple[Policy, CodeRule]]] = {}
         self._phrases: dict[str, list[Policy]] = {}
         self._acronyms: dict[str, list[Policy]] = {}
         self._context: dict[str, re.Pattern[str]] = {}
         alternatives: set[str] = set()
         for policy in self.policies:
             for rule in policy.codes:
-                key = (rule.system.value, rule.code.strip().upper())
+                key = (rule.system, rule.code.strip().upper())
                 self._codes.setdefault(key, []).append((policy, rule))
             for phrase in policy.text.phrases:
                 self._phrases.setdefault(_phrase_key(phrase), []).append(policy)
@@ -193,6 +193,12 @@ class Matcher:
         # or "-<digit>" (PFA-100).
         ordered = sorted(alternatives, key=len, reverse=True)
         self._pattern = re.compile(r"(?<!\w)(?:" + "|".join(ordered) + r")(?!\w|-\d)")
+        # For the quick screen: text the pattern matches holds each phrase's longest word in lower
+        # case, or an acronym as written. (True of ASCII text only: Unicode case folding lets the
+        # pattern match letters that str.lower() keeps apart, such as the long s and the Kelvin sign.)
+        phrases = [phrase for policy in self.policies for phrase in policy.text.phrases]
+        self._phrase_words = frozenset(max(re.split(_SEP, p.strip().lower()), key=len) for p in phrases)
+        self._acronym_words = frozenset(self._acronyms)
 
     def _text_hits(self, texts: Iterator[tuple[str, str]]) -> list[_TextHit]:
         hits: list[_TextHit] = []
@@ -221,7 +227,7 @@ class Matcher:
             code = normalise_code(coding.get("code"))
             if system is None or code is None:
                 continue
-            for policy, rule in self._codes.get((system.value, code), ()):
+            for policy, rule in self._codes.get((system, code), ()):
                 if rule.requires_text:
                     conditional.append((policy, rule, path, code))
                 else:
@@ -233,19 +239,32 @@ class Matcher:
         """The quick screen that clears most orders: none of the order's codes is a policy code,
         and the text saying what is ordered holds no policy phrase or acronym.
 
-        One dict look-up per coding and one regex search over the primary texts joined by NUL, a
-        character that is neither a word character nor a phrase separator, so no match can span
-        two texts and each text's ends stay boundaries. Reasons and their paths are worked out only
+        One dict look-up per coding, then the primary texts joined by NUL (neither a word character
+        nor a phrase separator, so no match can span two texts and each text's ends stay
+        boundaries): a few substring tests for the policy words, and the pattern only when one is
+        there. Reasons and their paths are worked out only
         for what passes (``match``), which is rare in real order traffic.
         """
         for coding in _as_list(_as_dict(resource.get("code")).get("coding")):
             if isinstance(coding, dict):
                 system = code_system_for(coding.get("system"))
                 code = normalise_code(coding.get("code"))
-                if system is not None and code is not None and (system.value, code) in self._codes:
+                if system is not None and code is not None and (system, code) in self._codes:
                     return True
-        texts = [text for concept, _ in _primary_concepts(resource) for text in _concept_strings(concept)]
-        return self._pattern.search("\x00".join(texts)) is not None
+        joined = "\x00".join([text for concept, _ in _primary_concepts(resource) for text in _concept_strings(concept)])
+        if joined.isascii():
+            # Substring tests (C, memchr-fast) clear most orders before the pattern runs at all.
+            lowered = joined.lower()
+            for word in self._phrase_words:
+                if word in lowered:
+                    break
+            else:
+                for word in self._acronym_words:
+                    if word in joined:
+                        break
+                else:
+                    return False
+        return self._pattern.search(joined) is not None
 
     def match(self, resource: object) -> list[OrderMatch]:
         """The policies ``resource`` falls under, one entry per policy, in policy order."""

@@ -174,7 +174,9 @@ def order_with_anything(draw: st.DrawFn) -> dict[str, Any]:
     order = draw(innocent_order())
     words = [*POLICY.text.phrases, *POLICY.text.acronyms, *POLICY.text.acronym_context]
     for field in draw(st.lists(st.sampled_from(TEXT_FIELDS), max_size=3)):
-        text = draw(innocent_text()) + draw(st.sampled_from([" ", "-", ""])) + draw(st.sampled_from(words))
+        word = draw(st.sampled_from(words))
+        word = draw(st.sampled_from([word, word.upper(), word.lower()]) | any_case(word))
+        text = draw(innocent_text()) + draw(st.sampled_from([" ", "-", "", "\u00e9 "])) + word
         if field == "code.text":
             order["code"]["text"] = text
         elif field == "display":
