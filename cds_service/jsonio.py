@@ -42,11 +42,12 @@ def nesting_exceeds(document: bytes, limit: int) -> bool:
     text is split at the quotes and the strings dropped exactly. Each pass of ``replace(b"()")``
     removes the innermost containers, so the number of passes is the depth.
     """
-    if document.count(b"[") + document.count(b"{") <= limit:
-        return False
     if b"\\" in document:
         document = document.replace(b"\\\\", b"").replace(b'\\"', b"")
-    skeleton = document.translate(_AS_PARENS, _NOT_STRUCTURE).replace(b'""', b"")
+    skeleton = document.translate(_AS_PARENS, _NOT_STRUCTURE)
+    if len(skeleton) <= limit:  # fewer brackets than the limit (counting them costs more)
+        return False
+    skeleton = skeleton.replace(b'""', b"")
     if b'"' in skeleton:  # a string holds a bracket
         skeleton = b"".join(document.split(b'"')[::2]).translate(_AS_PARENS, _NOT_BRACKET)
     for _ in range(limit):
