@@ -12,7 +12,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StringConstraints, model_validator
+from pydantic_core import PydanticCustomError
 
 from cds_service.errors import BadRequest
 from cds_service.validation import parse_model
@@ -29,9 +30,23 @@ class Lenient(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
+def _object_or_none(value: object) -> dict[str, Any] | None:
+    """The resource exactly as decoded. pydantic's own ``dict`` validation would rebuild every
+    resource of every call, for orders that are read only, never changed."""
+    if value is None or isinstance(value, dict):
+        return value
+    raise PydanticCustomError("dict_type", "Input should be a valid dictionary")
+
+
+# A FHIR resource as JSON: an object, passed through as it is.
+JsonObject = Annotated[
+    dict[str, Any] | None, PlainValidator(_object_or_none, json_schema_input_type=dict[str, Any] | None)
+]
+
+
 class BundleEntry(Lenient):
-    # An entry with no resource (or a non-object one) carries nothing to evaluate; skip, not fail.
-    resource: dict[str, Any] | None = None
+    # An entry with no resource carries nothing to evaluate; skip, not fail.
+    resource: JsonObject = None
 
 
 class DraftOrders(Lenient):
