@@ -12,7 +12,15 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from cds_service.errors import BadRequest
@@ -67,13 +75,20 @@ class OrderContext(Lenient):
     draftOrders: DraftOrders
 
 
+def _whole_number(value: object) -> object:
+    """A JSON number with no fraction (``3600.0``) as the integer it is; anything else unchanged."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 class FhirAuthorization(Lenient):
     # Only the shape is checked here; the token is never logged or echoed (CDS Hooks 2.0
     # "FHIR Resource Access": treat it as transient).
     access_token: NonEmpty
     token_type: NonEmpty
     # An integer, not "3600" or true: what the spec types (and the OpenAPI document says) is taken.
-    expires_in: int = Field(strict=True)
+    # JSON has one number type, so 3600.0 is that integer too (as JSON Schema counts it). 64-bit,
+    # as JSON parsers commonly read integers (orjson reads longer ones as floats).
+    expires_in: Annotated[int, BeforeValidator(_whole_number)] = Field(strict=True, ge=-(2**63), le=2**63 - 1)
     scope: NonEmpty
     subject: NonEmpty
     patient: str | None = None

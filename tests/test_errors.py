@@ -159,6 +159,25 @@ def test_bad_input_is_a_400_naming_the_problem(client, path, body, field, words)
 
 
 @pytest.mark.parametrize(
+    ("expires_in", "status"),
+    [(300, 200), (300.0, 200), (2**63 - 1, 200), ("300", 400), (True, 400), (300.5, 400), (2**64, 400)],
+)
+def test_expires_in_is_a_64_bit_json_integer(client, expires_in, status):
+    authorization = {
+        "access_token": "tok",
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+        "scope": "patient/*.read",
+        "subject": "cds",
+    }
+    body = hook_request(service_request("sr", code="74177"), fhirAuthorization=authorization)
+    response = client.post(SIGN, json=body)
+    assert response.status_code == status, response.json
+    if status == 400:
+        assert_outcome(response, 400, "fhirAuthorization.expires_in")
+
+
+@pytest.mark.parametrize(
     ("method", "path", "status"),
     [
         ("post", "/cds-services/no-such-service", 404),
