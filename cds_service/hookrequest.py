@@ -75,9 +75,15 @@ class OrderContext(Lenient):
     draftOrders: DraftOrders
 
 
+_EXACT = 2**53
+
+
 def _whole_number(value: object) -> object:
-    """A JSON number with no fraction (``3600.0``) as the integer it is; anything else unchanged."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
+    """A JSON number with no fraction (``3600.0``) as the integer it is, where a float holds that
+    integer exactly; anything else unchanged (and refused by the strict integer check)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= _EXACT:
+        return int(value)
+    return value
 
 
 class FhirAuthorization(Lenient):
@@ -86,9 +92,10 @@ class FhirAuthorization(Lenient):
     access_token: NonEmpty
     token_type: NonEmpty
     # An integer, not "3600" or true: what the spec types (and the OpenAPI document says) is taken.
-    # JSON has one number type, so 3600.0 is that integer too (as JSON Schema counts it). 64-bit,
-    # as JSON parsers commonly read integers (orjson reads longer ones as floats).
-    expires_in: Annotated[int, BeforeValidator(_whole_number)] = Field(strict=True, ge=-(2**63), le=2**63 - 1)
+    # JSON has one number type, so 3600.0 is that integer too (as JSON Schema counts it). Bounded
+    # by 2**53, the integers every JSON parser reads exactly (JavaScript's safe integers; orjson
+    # reads literals beyond 64 bits as floats), far beyond any token lifetime in seconds.
+    expires_in: Annotated[int, BeforeValidator(_whole_number)] = Field(strict=True, ge=-_EXACT, le=_EXACT)
     scope: NonEmpty
     subject: NonEmpty
     patient: str | None = None
