@@ -21,7 +21,7 @@ bodies in half the time of :func:`json.loads`.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from flask import Response
@@ -69,16 +69,18 @@ def loads(raw: bytes) -> tuple[Any, bytes]:
         pass
     value = json.loads(raw)
     # Accepted only by the standard library: its text, re-encoded as UTF-8 (lone surrogates kept).
-    text = raw.decode(json.detect_encoding(raw))
+    text = raw.decode(json.detect_encoding(raw), "surrogatepass")  # as json.loads decodes bytes
     return value, text.encode("utf-8", "surrogatepass")
 
 
 class OrjsonProvider(DefaultJSONProvider):
     """Flask's JSON provider with orjson's encoder; Flask's own default covers other types."""
 
-    _OPTIONS = orjson.OPT_NON_STR_KEYS
+    _OPTIONS: ClassVar[int] = orjson.OPT_NON_STR_KEYS
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
+        if kwargs:  # indent, sort_keys, ...: orjson has no such options; Flask's own encoder does
+            return super().dumps(obj, **kwargs)
         return self._encode(obj).decode()
 
     def response(self, *args: Any, **kwargs: Any) -> Response:

@@ -28,6 +28,10 @@ _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", logging.INFO, "", 0, "", ()
 }
 
 
+# Neither a record attribute nor a key the line sets itself may come from ``extra=``.
+_RESERVED = _RECORD_ATTRS | {"level", "logger", "time"}
+
+
 def _json_default(value: object) -> str:
     """Fields JSON has no type for: dates as ISO 8601, anything else as its ``str``."""
     return value.isoformat() if isinstance(value, dt.date | dt.time) else str(value)
@@ -47,7 +51,7 @@ class JsonLineFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {"level": record.levelname, "logger": record.name, "message": record.getMessage()}
-        line.update({key: value for key, value in record.__dict__.items() if key not in _RECORD_ATTRS})
+        line.update({key: value for key, value in record.__dict__.items() if key not in _RESERVED})
         if record.exc_info:
             record.exc_text = record.exc_text or self.formatException(record.exc_info)
         if record.exc_text:
@@ -61,7 +65,7 @@ class JsonLineFormatter(logging.Formatter):
                 return encoded.decode("ascii")
         except orjson.JSONEncodeError:
             pass
-        return json.dumps(line, default=_json_default)
+        return json.dumps(line, default=_json_default, separators=(",", ":"))
 
 
 def json_formatter() -> logging.Formatter:
@@ -106,7 +110,8 @@ def skip_unused_record_fields() -> None:
 
     The switches the logging HOWTO lists under "Optimization": no caller look-up (a walk up the
     stack for every record), no thread, process or multiprocessing names. Together they were
-    about 15 µs of each request's log line under load (bench/RESULTS.md).
+    about 15 µs of each request's log line under load (bench/RESULTS.md). Without the caller
+    look-up, logging also leaves out ``stack_info``; nothing in the service asks for it.
     """
     logging._srcfile = None  # type: ignore[attr-defined]  # documented, though underscored
     logging.logThreads = False

@@ -2,10 +2,11 @@
 
 It works on plain JSON (the ``ServiceRequest`` exactly as the client sent it), so a resource that
 fails FHIR validation is still examined, and it never raises on any JSON value. Everything costly
-is built once at start-up: a hash index of (code system, code) for every policy code and one
-compiled pattern holding every policy's phrases and acronyms. Matching one order is then one dict
-look-up per coding plus one regex scan per text field, independent of how many codes the
-policies list.
+is built once at start-up: a hash index of (code system, code) for every policy code, one
+compiled pattern holding every policy's phrases and acronyms, and the words a quick screen looks
+for. Matching one order is then one dict look-up per coding plus, for the text, a few substring
+tests and the pattern only where one of those words is present, independent of how many codes
+the policies list. Reasons and field paths are worked out only for orders that pass the screen.
 
 Text rules, and why:
 - Phrases (``irreversible electroporation``, ``NanoKnife``) match case-insensitively on word
@@ -242,8 +243,8 @@ class Matcher:
         One dict look-up per coding, then the primary texts joined by NUL (neither a word character
         nor a phrase separator, so no match can span two texts and each text's ends stay
         boundaries): a few substring tests for the policy words, and the pattern only when one is
-        there. Reasons and their paths are worked out only
-        for what passes (``match``), which is rare in real order traffic.
+        there. Reasons and their paths are worked out only for what passes (``match``), which is
+        rare in real order traffic.
         """
         for coding in _as_list(_as_dict(resource.get("code")).get("coding")):
             if isinstance(coding, dict):

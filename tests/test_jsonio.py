@@ -63,6 +63,7 @@ def test_brackets_in_strings_and_escapes_do_not_count(raw, deeper_than_2):
         '{"utf32": [1]}'.encode("utf-32"),
         b'{"a": NaN, "b": Infinity, "c": 1e999}',
         b'{"lone": "\\ud800"}',
+        b'{"lone, as bytes": "\xed\xa0\x80"}',
     ],
 )
 def test_what_the_standard_library_accepts_is_still_accepted(raw):
@@ -88,14 +89,15 @@ def test_the_fast_path_decodes_like_json_loads(value: dict[str, Any]):
 
 
 def test_responses_are_compact_utf8_json_in_insertion_order(client):
-    body = hook_request(IRE)
+    label = "IRE of liver tumour \u2014 caf\u00e9"
+    body = hook_request(service_request("sr-ire", code="0600T", text=label))
     response = client.post(SIGN, json=body)
     assert response.status_code == 200 and response.mimetype == "application/json"
     text = response.get_data(as_text=True)
     card = response.json["cards"][0]
     assert list(card)[:3] == ["uuid", "summary", "indicator"]
     assert ", " not in text[:40] and '": ' not in text[:40]  # compact separators
-    assert "\\u" not in text  # UTF-8, not ASCII escapes
+    assert "caf\u00e9".encode() in response.data and "\\u" not in text  # UTF-8, not ASCII escapes
     # Errors go through the same provider.
     error = create_app().test_client().post(SIGN, data=b"{", content_type="application/json")
     assert error.status_code == 400 and error.json["resourceType"] == "OperationOutcome"

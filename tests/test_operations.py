@@ -239,6 +239,14 @@ def test_log_lines_are_ascii_json_whatever_the_fields_hold(extra, expected):
     assert list(parsed)[:3] == ["level", "logger", "message"] and parsed["time"].endswith("+00:00")
 
 
+def test_extra_fields_cannot_replace_the_lines_own_keys():
+    record = logging.LogRecord("cds_service.request", logging.INFO, __file__, 1, "request", (), None)
+    record.__dict__.update({"level": "FAKE", "logger": "fake", "time": "never", "status": 200})
+    parsed = json.loads(json_formatter().format(record))
+    assert (parsed["level"], parsed["logger"], parsed["status"]) == ("INFO", "cds_service.request", 200)
+    assert parsed["time"] != "never"
+
+
 def test_a_logged_exception_carries_its_traceback():
     try:
         raise ValueError("boom")

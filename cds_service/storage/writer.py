@@ -130,12 +130,14 @@ class BackgroundWriter:
         """
         if self._pid != os.getpid() or self.flush(CLOSE_SECONDS):
             return
-        left = list(self._current)
+        left = []
         while True:
             try:
                 left.append(self._queue.get_nowait())
             except queue.Empty:
                 break
+        # After the queue: a batch the thread took meanwhile is in its group by now.
+        left += self._current
         for batch in left:
             self._store.spool.append(batch)
         log.warning("database slow at exit: %d batch(es) kept in the spool", len(left))
@@ -162,7 +164,8 @@ class BackgroundWriter:
                         self._thread = None
                         return
                 continue
-            group = [batch]
+            # _current is the group itself, so close() sees every batch taken off the queue.
+            self._current = group = [batch]
             gather_until = time.monotonic() + GROUP_LINGER_SECONDS
             while len(group) < GROUP_MAX:
                 wait = gather_until - time.monotonic()
@@ -170,7 +173,6 @@ class BackgroundWriter:
                     group.append(self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait())
                 except queue.Empty:
                     break
-            self._current = group
             try:
                 self._write_group(group)
             except Exception:
