@@ -449,6 +449,16 @@ class TestBackgroundWriter:
         assert count(store, hook_calls) == 5
         assert len(calls) == 1
 
+    def test_a_batch_still_gathering_its_group_at_exit_is_spooled(self, store, monkeypatch):
+        from cds_service.storage import writer  # noqa: PLC0415
+
+        monkeypatch.setattr(writer, "GROUP_LINGER_SECONDS", 5.0)
+        monkeypatch.setattr(writer, "CLOSE_SECONDS", 0.2)
+        store.submit(card_batch(str(uuid.uuid4()), service=SIGN_ID, patient="p" * 64, issued="2026-01-05"))
+        time.sleep(0.1)  # the writer has taken it off the queue and is waiting for more
+        store.writer.close()
+        assert store.spool.pending() == 1
+
     def test_a_full_queue_spills_to_the_spool_and_loses_nothing(self, store, held, monkeypatch):
         from cds_service.storage import writer  # noqa: PLC0415
 
