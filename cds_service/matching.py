@@ -95,6 +95,13 @@ def _codings(concept: object, path: str) -> Iterator[tuple[str, dict[str, object
             yield f"{path}.coding[{index}]", coding
 
 
+def _code_key(coding: dict[str, object]) -> tuple[CodeSystem, str] | None:
+    """(code system, code) as the policy index holds them, or None for a system we do not know."""
+    system = code_system_for(coding.get("system"))
+    code = normalise_code(coding.get("code"))
+    return None if system is None or code is None else (system, code)
+
+
 def _concept_texts(concept: object, path: str) -> Iterator[tuple[str, str]]:
     text = _text(_as_dict(concept).get("text"))
     if text:
@@ -224,11 +231,11 @@ class Matcher:
         """Add reasons for codes that count alone; return the ones that need text to count."""
         conditional: list[tuple[Policy, CodeRule, str, str]] = []
         for path, coding in _codings(resource.get("code"), "code"):
-            system = code_system_for(coding.get("system"))
-            code = normalise_code(coding.get("code"))
-            if system is None or code is None:
+            key = _code_key(coding)
+            if key is None:
                 continue
-            for policy, rule in self._codes.get((system, code), ()):
+            system, code = key
+            for policy, rule in self._codes.get(key, ()):
                 if rule.requires_text:
                     conditional.append((policy, rule, path, code))
                 else:
@@ -247,11 +254,8 @@ class Matcher:
         rare in real order traffic.
         """
         for coding in _as_list(_as_dict(resource.get("code")).get("coding")):
-            if isinstance(coding, dict):
-                system = code_system_for(coding.get("system"))
-                code = normalise_code(coding.get("code"))
-                if system is not None and code is not None and (system, code) in self._codes:
-                    return True
+            if isinstance(coding, dict) and _code_key(coding) in self._codes:
+                return True
         joined = "\x00".join([text for concept, _ in _primary_concepts(resource) for text in _concept_strings(concept)])
         if joined.isascii():
             # Substring tests (C, memchr-fast) clear most orders before the pattern runs at all.
