@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service.config import Settings
@@ -52,6 +52,12 @@ _FLUSH_SECONDS = 2.0
 # order-sign waits at most this long (PostgreSQL) for the look-up of earlier cards.
 _LOOKUP_TIMEOUT_MS = 1000
 _TEXT_LIMIT = 255
+# "Already shown?" as two statements built once (SQLAlchemy caches their compiled form): equality
+# for the usual single matched order, an expanding IN for several.
+_SHOWN_ONE = select(shown_decisions.c.decision_key).where(shown_decisions.c.decision_key == bindparam("key"))
+_SHOWN_MANY = select(shown_decisions.c.decision_key).where(
+    shown_decisions.c.decision_key.in_(bindparam("keys", expanding=True))
+)
 
 
 def clean(value: str | None, limit: int = _TEXT_LIMIT) -> str | None:
@@ -166,10 +172,11 @@ class AuditTrail:
             with self.store.connect() as connection:
                 if connection.dialect.name == "postgresql":
                     connection.execute(text(f"SET LOCAL statement_timeout = {_LOOKUP_TIMEOUT_MS}"))
-                query = select(shown_decisions.c.decision_key).where(
-                    shown_decisions.c.decision_key.in_(set(keys.values()))
-                )
-                shown = set(connection.scalars(query))
+                wanted = set(keys.values())
+                if len(wanted) == 1:
+                    shown = set(connection.scalars(_SHOWN_ONE, {"key": wanted.pop()}))
+                else:
+                    shown = set(connection.scalars(_SHOWN_MANY, {"keys": sorted(wanted)}))
         except SQLAlchemyError as exc:
             log.warning(
                 "hookInstance=%s: earlier cards unknown (%s); showing every card",
