@@ -33,7 +33,8 @@ from cds_service.services import SERVICES_BY_ID
 log = logging.getLogger("cds_service.request")
 
 REQUEST_ID_HEADER = "X-Request-ID"
-_REQUEST_ID_ENVIRON = "HTTP_X_REQUEST_ID"
+# The same header as WSGI names it in the environ (PEP 3333: HTTP_, upper case, "-" as "_").
+_REQUEST_ID_ENVIRON = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")
 # Letters, digits and the punctuation of common id formats (UUIDs, W3C trace ids, base64url);
 # anything else (spaces, quotes, control characters, 200 KiB of junk) is replaced, not echoed.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~:@+=/-]{0,127}")
